@@ -1,0 +1,68 @@
+"""Train an avatar method by name.
+
+    python train.py method=gaussian_avatar data=people_snapshot data.root=/data/ps/male-3-casual
+    python train.py experiment=gaussian_avatar_tiny logger=csv
+
+Arguments are `group=name` (method, data, trainer, logger, experiment) or `dotted.key=value`.
+Writes checkpoints (last and best), logs, the resolved config and metrics.json into run_dir, and
+prints the final test metrics as a table.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zoo.config import ConfigError, compose, to_yaml
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = compose("train", argv)
+        run_dir = Path(str(cfg.run_dir))
+        from zoo import runner
+
+        runner.seed_everything(int(cfg.seed))
+        dm = runner.build_datamodule(cfg.data, cfg.body_models)
+        dm.setup("fit")
+        info = runner.data_info(dm, cfg.data, cfg.body_models)
+        if int(cfg.method.get("max_steps", 0) or 0) == 0:
+            cfg.method.max_steps = int(cfg.trainer.max_steps)
+        from zoo.registry import get_method
+
+        model = get_method(str(cfg.method.name))(cfg.method, data_info=info)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    ckpt_cb = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/psnr",
+                              mode="max", save_last=True, save_top_k=1)
+    trainer = runner.build_trainer(cfg.trainer, run_dir, runner.build_logger(cfg, run_dir), [ckpt_cb])
+    print(f"training {cfg.method.name} on {info['subject']} ({len(model.data_info['frame_ids'])} training frames) "
+          f"-> {run_dir}")
+    start = time.time()
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    fit_seconds = time.time() - start
+    results = {}
+    if cfg.test_after_fit and dm.test_split_names:
+        best = ckpt_cb.best_model_path or None
+        model.test_results = {}
+        trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+        results = model.test_results
+    print(runner.format_table(results))
+    runner.write_json_atomic(run_dir / "metrics.json", {
+        "method": str(cfg.method.name), "subject": info["subject"], "fit_seconds": round(fit_seconds, 1),
+        "steps": int(trainer.global_step), "checkpoint": ckpt_cb.best_model_path or ckpt_cb.last_model_path,
+        "metrics": results,
+    })
+    print(f"metrics: {run_dir / 'metrics.json'}  (trained {fit_seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Avatar methods; each module registers one LightningModule with zoo.registry."""

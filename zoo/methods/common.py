@@ -1,0 +1,50 @@
+"""Small pieces several methods share: building the body model from a sequence's data_info and
+preparing batch body parameters."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+
+from zoo.core.body import BodyModel
+
+
+def body_models_root(data_info: Mapping[str, Any]) -> Optional[str]:
+    """The body-model folder: data_info["body_models"] if it exists, else $ZOO_BODY_MODELS."""
+    recorded = data_info.get("body_models")
+    if recorded and Path(recorded).exists():
+        return str(recorded)
+    env = os.environ.get("ZOO_BODY_MODELS")
+    return env or recorded
+
+
+def body_model_for(data_info: Mapping[str, Any]) -> BodyModel:
+    """BodyModel of the sequence's type and gender (data_info keys model_type, gender, body_models)."""
+    return BodyModel(
+        model_type=data_info.get("model_type", "smpl"),
+        model_path=body_models_root(data_info),
+        gender=data_info.get("gender", "neutral"),
+    )
+
+
+def body_params(body: Mapping[str, torch.Tensor], betas: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Copy of a batch's body dict with float tensors and the subject's `betas [1,S]` broadcast.
+
+    The subject's betas (the mean shape of the sequence) replace per-frame betas so that one
+    canonical body is shared by every frame.
+    """
+    params = {k: v.float() for k, v in body.items() if torch.is_tensor(v)}
+    B = next(iter(params.values())).shape[0]
+    params["betas"] = betas.expand(B, -1).to(next(iter(params.values())).device)
+    return params
+
+
+def posed_local_vertices(body: BodyModel, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Posed body vertices `[B,V,3]` with the root rotation and translation removed (pose-only)."""
+    local = dict(params)
+    local["global_orient"] = torch.zeros_like(params["global_orient"])
+    local["transl"] = torch.zeros_like(params["transl"])
+    local.pop("scale", None)
+    return body(local).vertices

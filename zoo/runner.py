@@ -1,0 +1,168 @@
+"""What train.py and eval.py share: data module, logger, trainer, checkpoint loading, reporting.
+
+Errors a user can cause (a bad override, a missing data root or body model) are raised as
+`UserError` subclasses or FileNotFoundError; the entry points print them as one line and exit 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.config import ConfigError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_data_root(data_cfg: Mapping[str, Any]) -> Path:
+    """The subject folder the parser reads; writes the synthetic subject first when configured.
+
+    Raises:
+        FileNotFoundError: the root does not exist and the data config has no `synthesize` section.
+    """
+    root = data_cfg.get("root")
+    if root in (None, "", "???"):
+        raise ConfigError(f"data.root is not set: pass data.root=/path/to/{data_cfg.get('format', 'dataset')}/subject")
+    root = Path(str(root)).expanduser()
+    synth = data_cfg.get("synthesize")
+    if synth:
+        from zoo.data.synthetic import ensure_synthetic
+
+        return ensure_synthetic(root, **OmegaConf.to_container(synth, resolve=True)
+                                if isinstance(synth, DictConfig) else dict(synth))
+    if not root.exists():
+        raise FileNotFoundError(f"data root not found: {root} (data.root; format {data_cfg.get('format')})")
+    return root
+
+
+def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = None):
+    """AvatarDataModule for a data config section (format, root, options, loader settings)."""
+    from zoo.data.datamodule import AvatarDataModule
+
+    root = resolve_data_root(data_cfg)
+    options = dict(data_cfg.get("options") or {})
+    if body_models and "body_models" not in options and data_cfg.get("format") in ("zju_mocap", "neuman"):
+        options["body_models"] = body_models
+    dm = AvatarDataModule(
+        parser=str(data_cfg["format"]),
+        root=str(root),
+        parser_options=options,
+        batch_size=int(data_cfg.get("batch_size", 1)),
+        num_workers=int(data_cfg.get("num_workers", 0)),
+        cache=data_cfg.get("cache", "auto"),
+    )
+    return dm
+
+
+def data_info(dm, data_cfg: Mapping[str, Any], body_models: Optional[str]) -> Dict[str, Any]:
+    """What a method needs to know about its training sequence (stored in every checkpoint)."""
+    seq = dm.sequence
+    train = list(seq.splits["train"])
+    if not train:
+        raise ConfigError(f"the train split of {seq.subject!r} is empty")
+    frame_ids = sorted({int(seq.frame_id_of(i)) for i in train}) if hasattr(seq, "frame_id_of") else sorted(
+        {int(seq[i]["frame_id"]) for i in train})
+    first = seq[train[0]]
+    betas = first["body"]["betas"].float().view(-1).tolist()
+    data = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    return {
+        "subject": str(seq.subject),
+        "model_type": str(seq.model_type),
+        "gender": str(getattr(seq, "gender", "neutral")),
+        "betas": betas,
+        "frame_ids": frame_ids,
+        "height": int(first["image"].shape[-2]),
+        "width": int(first["image"].shape[-1]),
+        "protocol": dict(seq.protocol),
+        "test_splits": list(dm.test_split_names),
+        "body_models": body_models or os.environ.get("ZOO_BODY_MODELS"),
+        "data": data,
+    }
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    """W&B (offline without an API key) or CSV logger from cfg.logger; None when no logger."""
+    lcfg = cfg.get("logger")
+    if not lcfg:
+        return None
+    kind = lcfg.get("kind", "csv")
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="", version="")
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
+        return WandbLogger(project=lcfg.get("project", "avatar-zoo"), group=lcfg.get("group"), name=lcfg.get("name"),
+                           tags=list(lcfg.get("tags") or []), save_dir=str(run_dir), offline=offline,
+                           config=OmegaConf.to_container(cfg, resolve=True))
+    raise ConfigError(f"logger.kind must be wandb or csv, got {kind!r}")
+
+
+def build_trainer(tcfg: Mapping[str, Any], run_dir: Path, logger, callbacks: Sequence[Any] = ()):
+    """A Lightning Trainer from a trainer config section."""
+    import lightning as L
+
+    kwargs = dict(OmegaConf.to_container(tcfg, resolve=True)) if isinstance(tcfg, DictConfig) else dict(tcfg)
+    kwargs.pop("_name", None)
+    return L.Trainer(default_root_dir=str(run_dir), logger=logger if logger is not None else False,
+                     callbacks=list(callbacks), **kwargs)
+
+
+def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
+    """Rebuild a method from a checkpoint (its stored config and data_info) and load its weights."""
+    from zoo.registry import get_method
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters") or {}
+    if "cfg" not in hp:
+        raise ValueError(f"{path}: not an Avatar Zoo checkpoint (no method config in hyper_parameters)")
+    info = dict(hp.get("data_info") or {})
+    if body_models:
+        info["body_models"] = body_models
+    cls = get_method(hp["cfg"]["name"])
+    module = cls(hp["cfg"], data_info=info)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    return module
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """Metrics as a fixed-width table: one row per split, one column per metric."""
+    if not results:
+        return "(no test results)"
+    cols: List[str] = []
+    for values in results.values():
+        for key in values:
+            if key not in cols:
+                cols.append(key)
+    width = max(12, *(len(c) + 2 for c in cols))
+    head = f"{'split':<12}" + "".join(f"{c:>{width}}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for split, values in results.items():
+        cells = "".join(f"{values[c]:>{width}.4f}" if c in values else f"{'-':>{width}}" for c in cols)
+        lines.append(f"{split:<12}" + cells)
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
