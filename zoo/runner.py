@@ -31,7 +31,8 @@ def resolve_data_root(data_cfg: Mapping[str, Any]) -> Path:
     Raises:
         FileNotFoundError: the root does not exist and the data config has no `synthesize` section.
     """
-    root = data_cfg.get("root")
+    missing = isinstance(data_cfg, DictConfig) and OmegaConf.is_missing(data_cfg, "root")
+    root = None if missing else data_cfg.get("root")
     if root in (None, "", "???"):
         raise ConfigError(f"data.root is not set: pass data.root=/path/to/{data_cfg.get('format', 'dataset')}/subject")
     root = Path(str(root)).expanduser()
