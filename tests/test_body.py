@@ -635,3 +635,19 @@ def test_uv_from_file_obj_fallback_and_missing(body_models_root, tmp_path, monke
     np.testing.assert_allclose(vt.numpy(), a["vt"], atol=1e-6)
     np.testing.assert_array_equal(ft.numpy(), a["ft"])
     shutil.rmtree(folder)
+
+
+def test_scale_convention(body_models_root):
+    """`scale` (NeuMan): the posed body with transl = 0 is multiplied by it, then transl added."""
+    body = BodyModel("smpl", model_path=body_models_root)
+    g = torch.Generator().manual_seed(3)
+    params = {"global_orient": torch.randn(2, 3, generator=g) * 0.3, "body_pose": torch.randn(2, 69, generator=g) * 0.2,
+              "betas": torch.randn(2, 10, generator=g) * 0.5}
+    transl = torch.tensor([[0.1, -0.2, 2.0], [0.5, 0.3, 1.0]])
+    s = torch.tensor([[1.7], [0.6]])
+    base = body(params)
+    scaled = body({**params, "transl": transl, "scale": s})
+    torch.testing.assert_close(scaled.vertices, base.vertices * s[:, :, None] + transl[:, None], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scaled.joints, base.joints * s[:, :, None] + transl[:, None], atol=1e-5, rtol=0)
+    rest = base.v_shaped + base.pose_offsets
+    torch.testing.assert_close(lbs_points(rest, body.lbs_weights, scaled.transforms), scaled.vertices, atol=1e-5, rtol=0)

@@ -514,7 +514,9 @@ class BodyModel(nn.Module):
                 [B, 69]`` (SMPL) / ``[B, 63]`` (SMPL-X) or ``[B, J_body, 3]``, ``transl [B, 3]``;
                 SMPL-X also ``jaw_pose, leye_pose, reye_pose [B, 3]``, ``left_hand_pose,
                 right_hand_pose [B, 45]`` (or ``[B, num_pca_comps]`` with ``use_pca``),
-                ``expression [B, E]``. Tensors with batch 1 broadcast. Other keys are ignored,
+                ``expression [B, E]``; optional ``scale [B, 1]`` (NeuMan): the posed body with
+                ``transl = 0`` is multiplied by it before ``transl`` is added. Tensors with batch 1
+                broadcast. Other keys are ignored,
                 except SMPL-X-only keys with non-zero values given to a SMPL model.
             **kwargs: the same parameters as keywords (merged over ``params``).
 
@@ -536,6 +538,14 @@ class BodyModel(nn.Module):
         pose_feature = (rot[:, 1:] - eye).reshape(B, -1)
         pose_offsets = (pose_feature @ self.smplx.posedirs).reshape(B, -1, 3)
         transl = p["transl"]
+        scale = merged.get("scale")
+        if scale is not None:
+            # the posed body with transl = 0 is scaled about the origin, then translated
+            s = torch.as_tensor(scale, dtype=rot.dtype, device=rot.device).reshape(-1, 1, 1)
+            if s.shape[0] not in (1, B):
+                raise ValueError(f"body parameter 'scale' has batch size {s.shape[0]}; expected 1 or {B}")
+            transforms = torch.cat([transforms[:, :, :3] * s[:, :, :, None], transforms[:, :, 3:]], dim=2)
+            joints = joints * s
         transforms = transforms + torch.nn.functional.pad(transl[:, None, :, None], (3, 0, 0, 1))
         vertices = lbs_points(v_shaped + pose_offsets, self.smplx.lbs_weights, transforms)
         return BodyOutput(
