@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ckpt = Path(str(cfg.ckpt_path))
     out_dir = Path(str(cfg.out_dir)) if cfg.out_dir else ckpt.parent.parent / f"eval_{ckpt.stem}"
-    dm.test_split_names = wanted
+    dm.test_splits = wanted
     model.test_split_names = wanted
     model.image_dir = out_dir if cfg.save_images else None
     trainer = runner.build_trainer(cfg.trainer, out_dir, None)

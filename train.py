@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from zoo import runner
 
         runner.seed_everything(int(cfg.seed))
-        dm = runner.build_datamodule(cfg.data, cfg.body_models)
+        body_models = runner.resolve_body_models(cfg.body_models, cfg.data)
+        dm = runner.build_datamodule(cfg.data, body_models)
         dm.setup("fit")
-        info = runner.data_info(dm, cfg.data, cfg.body_models)
+        info = runner.data_info(dm, cfg.data, body_models)
         if int(cfg.method.get("max_steps", 0) or 0) == 0:
             cfg.method.max_steps = int(cfg.trainer.max_steps)
         from zoo.registry import get_method

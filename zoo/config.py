@@ -37,8 +37,13 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
+def _now(fmt: str = "%Y%m%d-%H%M%S") -> str:
+    return _dt.datetime.now().strftime(fmt)
+
+
 if not OmegaConf.has_resolver("now"):
-    OmegaConf.register_new_resolver("now", lambda fmt="%Y%m%d-%H%M%S": _dt.datetime.now().strftime(fmt), use_cache=True)
+    _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+    _register("now", _now, use_cache=True)
 
 
 def _load_yaml(path: Path) -> DictConfig:
@@ -78,7 +83,7 @@ def _check_key(cfg: DictConfig, dotted: str) -> None:
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         if isinstance(node, DictConfig):
-            if part not in node:
+            if part not in list(node.keys()):
                 parent = ".".join(parts[:i]) or "<root>"
                 # free-form maps: parser options, extra tags
                 if parts[i - 1:i] and parts[i - 1] in ("options", "tags", "extra"):

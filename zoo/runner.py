@@ -40,11 +40,26 @@ def resolve_data_root(data_cfg: Mapping[str, Any]) -> Path:
     if synth:
         from zoo.data.synthetic import ensure_synthetic
 
-        return ensure_synthetic(root, **OmegaConf.to_container(synth, resolve=True)
-                                if isinstance(synth, DictConfig) else dict(synth))
+        options = OmegaConf.to_container(synth, resolve=True) if isinstance(synth, DictConfig) else dict(synth)
+        return ensure_synthetic(root, progress=True, **options)
     if not root.exists():
         raise FileNotFoundError(f"data root not found: {root} (data.root; format {data_cfg.get('format')})")
     return root
+
+
+def resolve_body_models(body_models: Optional[str], data_cfg: Mapping[str, Any]) -> Optional[str]:
+    """The body-model folder: the given one, else $ZOO_BODY_MODELS, else (synthetic data only) the
+    procedural bodies the synthetic subject is built from. None: parsers and methods raise a clear
+    error naming ZOO_BODY_MODELS when they need a model file."""
+    if body_models:
+        return str(body_models)
+    if os.environ.get("ZOO_BODY_MODELS"):
+        return os.environ["ZOO_BODY_MODELS"]
+    if data_cfg.get("synthesize"):
+        from zoo.data.synthetic import body_models_dir
+
+        return str(body_models_dir(None))
+    return None
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = None):
@@ -72,19 +87,19 @@ def data_info(dm, data_cfg: Mapping[str, Any], body_models: Optional[str]) -> Di
     train = list(seq.splits["train"])
     if not train:
         raise ConfigError(f"the train split of {seq.subject!r} is empty")
-    frame_ids = sorted({int(seq.frame_id_of(i)) for i in train}) if hasattr(seq, "frame_id_of") else sorted(
-        {int(seq[i]["frame_id"]) for i in train})
-    first = seq[train[0]]
-    betas = first["body"]["betas"].float().view(-1).tolist()
+    records = [seq.records[i] for i in train]  # parsed metadata: no image is decoded here
+    frame_ids = sorted({int(r.frame_id) for r in records})
+    betas = np.mean([np.asarray(r.body["betas"], dtype=np.float64).reshape(-1) for r in records], axis=0)
+    height, width = seq.output_size(train[0]) or tuple(seq[train[0]]["image"].shape[-2:])
     data = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
     return {
         "subject": str(seq.subject),
         "model_type": str(seq.model_type),
         "gender": str(getattr(seq, "gender", "neutral")),
-        "betas": betas,
+        "betas": [float(b) for b in betas],
         "frame_ids": frame_ids,
-        "height": int(first["image"].shape[-2]),
-        "width": int(first["image"].shape[-1]),
+        "height": int(height),
+        "width": int(width),
         "protocol": dict(seq.protocol),
         "test_splits": list(dm.test_split_names),
         "body_models": body_models or os.environ.get("ZOO_BODY_MODELS"),

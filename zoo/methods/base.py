@@ -112,6 +112,17 @@ class AvatarModule(L.LightningModule):
 
     # ------------------------------------------------------------------ shared helpers
     @property
+    def step(self) -> int:
+        """The training step schedules and stages read: the Trainer's global step, unless pinned
+        with `pin_step` (tests and analyses that need a given stage without training to it)."""
+        pinned = getattr(self, "_pinned_step", None)
+        return int(self.global_step) if pinned is None else int(pinned)
+
+    def pin_step(self, step: Optional[int]) -> None:
+        """Pin `step` to a value (None: follow the Trainer again)."""
+        self._pinned_step = step
+
+    @property
     def lpips(self) -> LPIPSLoss:
         """The shared LPIPS network (frozen, not saved in checkpoints)."""
         net = self.cfg.get("lpips_net", "alex")
@@ -122,7 +133,7 @@ class AvatarModule(L.LightningModule):
 
     def weight(self, name: str) -> float:
         """The (scheduled) weight `cfg.loss.<name>` at the current step."""
-        return schedule_value(self.cfg.loss.get(name), int(self.global_step))
+        return schedule_value(self.cfg.loss.get(name), self.step)
 
     def frame_slot(self, batch: Dict[str, Any]) -> torch.Tensor:
         """Position of each batch frame among the training sequence's frame ids, -1 if unseen.

@@ -38,7 +38,7 @@ from zoo.core.body import BodyModel
 from zoo.core.camera import Cameras
 from zoo.core.gaussians import Gaussians
 from zoo.core.losses import l1_loss, ssim
-from zoo.core.mesh import uv_rasterize
+from zoo.core.mesh import position_map, uv_rasterize
 from zoo.core.render import render
 from zoo.core.skinning import lbs_points
 from zoo.methods.base import AvatarModule, schedule_value
@@ -182,14 +182,14 @@ class GaussianAvatar(AvatarModule):
             return 1
         if not c.stage1:
             return 2
-        return 1 if int(self.global_step) < int(c.stage1_steps) else 2
+        return 1 if self.step < int(c.stage1_steps) else 2
 
     def _scale_ramp(self) -> float:
         warm = int(self.cfg.scale_warmup_steps)
         if not self.training or warm <= 0:
             return 1.0
         start = float(self.cfg.scale_warmup_start)
-        return start + (1.0 - start) * min(int(self.global_step) / warm, 1.0)
+        return start + (1.0 - start) * min(self.step / warm, 1.0)
 
     # ---------------------------------------------------------------- forward
     def frame_body(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
@@ -200,7 +200,7 @@ class GaussianAvatar(AvatarModule):
             return params
         slot = self.frame_slot(batch)
         active = (slot >= 0).float().view(-1, 1)
-        if self.training and int(self.global_step) < int(c.pose_opt.start_step):
+        if self.training and self.step < int(c.pose_opt.start_step):
             return params
         idx = slot.clamp_min(0)
         delta = self.pose_delta(idx) * active
@@ -215,9 +215,7 @@ class GaussianAvatar(AvatarModule):
         feat = self.feature_tensor.expand(B, -1, -1, -1)
         if self.stage == 2:
             local = posed_local_vertices(self.body, params)  # [B,V,3]
-            corners = self.body.faces[self.in_face.clamp_min(0)]  # [S,S,3]
-            pos = (local[:, corners] * self.in_bary[None, ..., None]).sum(-2)  # [B,S,S,3]
-            pos = pos * (self.in_face >= 0)[None, ..., None]
+            pos = position_map(local, self.body.faces, (self.in_face, self.in_bary))  # [B,S,S,3]
             feat = feat + self.pose_encoder(pos.permute(0, 3, 1, 2))
         grid = self.texel_grid.expand(B, -1, -1, -1)
         sampled = F.grid_sample(feat, grid, mode="bilinear", align_corners=False)  # [B,C,1,N]
