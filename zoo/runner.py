@@ -100,7 +100,7 @@ def data_info(dm, data_cfg: Mapping[str, Any], body_models: Optional[str]) -> Di
         "frame_ids": frame_ids,
         "height": int(height),
         "width": int(width),
-        "protocol": dict(seq.protocol),
+        "protocol": {**dict(seq.protocol), **dict(data.get("protocol") or {})},
         "test_splits": list(dm.test_split_names),
         "body_models": body_models or os.environ.get("ZOO_BODY_MODELS"),
         "data": data,
