@@ -10,6 +10,10 @@ Commands:
 
         python -m zoo data synth --format zju_mocap --out data/synth_zju \\
             [--subjects N --frames N --res N --seed S --cameras C]
+
+    ``animate``: render a trained avatar in the poses of a pose file::
+
+        python -m zoo animate runs/<run>/checkpoints/last.ckpt --pose poses.npz --out frames/
 """
 
 from __future__ import annotations
@@ -111,8 +115,59 @@ def add_data_command(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(handler=_data_synth)
 
 
+def _animate(args: argparse.Namespace) -> int:
+    """Handler of ``animate``: render a checkpoint's avatar in the poses of a pose file."""
+    import numpy as np
+    from PIL import Image
+
+    from zoo.data.synthetic import intrinsics, look_at
+    from zoo.methods.base import load_pose_file
+    from zoo.runner import load_module
+
+    poses = load_pose_file(args.pose)
+    model = load_module(args.ckpt, args.body_models)
+    height = args.res or int(model.data_info.get("height", 512))
+    width = args.res or int(model.data_info.get("width", 512))
+    T = poses["body_pose"].shape[0]
+    targets = np.asarray(poses["transl"], dtype=np.float64)
+    w2c = np.stack([look_at(t + np.array([0.0, 0.0, args.distance]), t) for t in targets])
+    K = intrinsics(width, height, args.fov)
+    betas = poses.get("betas")  # [S], [1, S] or [T, S]: the first row
+    images = model.render_poses(poses, K, w2c, height, width,
+                                betas=None if betas is None else np.atleast_2d(betas)[0],
+                                background=tuple(args.background))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for t, img in enumerate(images):
+        arr = (img.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        tmp = out / f".frame{t:05d}.png"
+        Image.fromarray(arr).save(tmp, format="PNG")
+        tmp.replace(out / f"frame{t:05d}.png")
+    print(f"rendered {T} frames of {model.method_name} to {out}")
+    return 0
+
+
+def add_animate_command(subparsers: argparse._SubParsersAction) -> None:
+    """Install ``animate``: novel-pose rendering of a trained avatar from a pose file."""
+    anim = subparsers.add_parser(
+        "animate", help="render a trained avatar in the poses of a pose file",
+        description="Render a checkpoint's avatar in novel poses. The pose file is an .npz with body_pose "
+                    "[T, 69|63] (+ global_orient, transl, optional SMPL-X keys and betas) or thetas [T, 72]; a "
+                    "camera in front of each frame's translation looks at the body.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    anim.add_argument("ckpt", help="checkpoint (.ckpt) written by train.py")
+    anim.add_argument("--pose", required=True, help="pose sequence .npz")
+    anim.add_argument("--out", required=True, help="folder for frameXXXXX.png")
+    anim.add_argument("--res", type=_positive, default=None, help="square image size (default: training size)")
+    anim.add_argument("--distance", type=float, default=3.0, help="camera distance in front of the body (m)")
+    anim.add_argument("--fov", type=float, default=45.0, help="vertical field of view in degrees")
+    anim.add_argument("--background", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="RGB in [0, 1]")
+    anim.add_argument("--body-models", default=None, help="body-model folder (default: the checkpoint's)")
+    anim.set_defaults(handler=_animate)
+
+
 #: Installers of the top-level commands, in help order.
-COMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [add_data_command]
+COMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [add_data_command, add_animate_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
