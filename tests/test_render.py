@@ -731,6 +731,10 @@ def test_containers():
     batch = {"K": s["Ks"], "w2c": s["viewmats"], "image": torch.zeros(2, 3, 28, 36)}
     from_batch = Cameras.from_batch(batch)
     assert (from_batch.width, from_batch.height) == (36, 28)
+    # batches use OpenCV's pixel centres (pixel (0,0) at (0,0)); the renderer gsplat's (0.5, 0.5)
+    torch.testing.assert_close(from_batch.K[:, :2, 2], s["Ks"][:, :2, 2] + 0.5)
+    torch.testing.assert_close(from_batch.K[:, :2, :2], s["Ks"][:, :2, :2])
+    assert torch.equal(s["Ks"], batch["K"]), "from_batch must not modify the batch"
     with pytest.raises(ValueError, match="w2c"):
         Cameras(s["Ks"], s["viewmats"][:, :3], 36, 28)
     with pytest.raises(ValueError, match="image"):

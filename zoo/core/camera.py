@@ -2,9 +2,12 @@
 
 Every camera in the zoo is an OpenCV pinhole camera: x right, y down, z forward, a
 world-to-camera rigid transform ``w2c`` (4x4, metres) and pixel-space intrinsics ``K``
-(3x3, principal point in pixels, the centre of the top-left pixel at (0.5, 0.5)). Parsers
-convert their dataset's own convention into this at load time; the renderer and every
-method only ever see :class:`Cameras`.
+(3x3, principal point in pixels). Inside :class:`Cameras` — what the renderer reads, as gsplat
+does — the centre of the top-left pixel is at (0.5, 0.5). Data batches follow OpenCV's own
+pixel-centre convention instead (centre of the top-left pixel at (0, 0), ``zoo/data/schema.py``);
+:meth:`Cameras.from_batch` converts at this edge by shifting the principal point by +0.5 px.
+Parsers convert their dataset's own convention into the batch one at load time; the renderer and
+every method only ever see :class:`Cameras`.
 """
 
 from __future__ import annotations
@@ -132,6 +135,10 @@ class Cameras:
             batch: A mapping with ``"K" [B, 3, 3]``, ``"w2c" [B, 4, 4]`` and
                 ``"image" [B, 3, H, W]`` (only its size is read).
 
+        The batch's ``K`` follows OpenCV's pixel-centre convention (pixel (0, 0) centred at
+        (0, 0)); the returned cameras use the renderer's (centred at (0.5, 0.5)), so ``cx`` and
+        ``cy`` are shifted by +0.5.
+
         Returns:
             :class:`Cameras` with ``C = B`` and the image's width and height.
 
@@ -146,4 +153,7 @@ class Cameras:
             shape = list(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"Cameras.from_batch: batch['image'] must be [B, 3, H, W], got {shape}")
         height, width = int(image.shape[-2]), int(image.shape[-1])
-        return cls(batch["K"], batch["w2c"], width, height)
+        K = torch.as_tensor(batch["K"]).clone()
+        K[..., 0, 2] += 0.5
+        K[..., 1, 2] += 0.5
+        return cls(K, batch["w2c"], width, height)

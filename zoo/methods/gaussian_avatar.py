@@ -238,7 +238,7 @@ class GaussianAvatar(AvatarModule):
         posed = self.body(params)
         to_posed = posed.transforms @ self.canon_transforms_inv.unsqueeze(0)  # canonical -> posed
         means = lbs_points(self.canon_points.unsqueeze(0) + pred["offset"], self.texel_weights, to_posed)
-        H, W = batch["image"].shape[-2:]
+        cameras = Cameras.from_batch(batch)
         rgbs, alphas, depths = [], [], []
         n = means.shape[1]
         quats = means.new_zeros(n, 4)
@@ -247,8 +247,7 @@ class GaussianAvatar(AvatarModule):
         for b in range(means.shape[0]):
             gs = Gaussians(means=means[b], quats=quats, scales=pred["scale"][b].expand(-1, 3), opacities=opac,
                            colors=pred["color"][b])
-            cams = Cameras(K=batch["K"][b:b + 1], w2c=batch["w2c"][b:b + 1], width=int(W), height=int(H))
-            out = render(gs, cams, backgrounds=background.view(1, 3), render_mode="RGB+ED")
+            out = render(gs, cameras[b:b + 1], backgrounds=background.view(1, 3), render_mode="RGB+ED")
             rgbs.append(out.rgb)
             alphas.append(out.alpha)
             depths.append(out.depth)
