@@ -27,6 +27,7 @@ from zoo.core.skinning import (
     query_weights,
     rigid_inverse,
 )
+from zoo.core.synthetic_mesh import _KEYPOINT_VERTICES
 
 FILES = {("smpl", "pkl"), ("smpl", "npz"), ("smplx", "npz"), ("smplx", "pkl")}
 
@@ -151,15 +152,15 @@ def test_synthetic_mesh_is_a_plausible_closed_outward_body(model_type):
     assert -1.2 < v[:, 1].min() < -1.05 and 0.5 < v[:, 1].max() < 0.7
     assert np.linalg.norm(J[0]) < 0.25
     assert J[1, 0] > 0 > J[2, 0]  # left hip at +x
-    nose = v[sb._KEYPOINT_VERTICES[model_type]["nose"]]
+    nose = v[_KEYPOINT_VERTICES[model_type]["nose"]]
     assert nose[2] > v[:, 2][v[:, 1] > J[15, 1]].mean() + 0.05  # the face points to +z
     for side, ankle in (("L", 7), ("R", 8)):
-        toe = v[sb._KEYPOINT_VERTICES[model_type][f"{side}BigToe"]]
-        heel = v[sb._KEYPOINT_VERTICES[model_type][f"{side}Heel"]]
+        toe = v[_KEYPOINT_VERTICES[model_type][f"{side}BigToe"]]
+        heel = v[_KEYPOINT_VERTICES[model_type][f"{side}Heel"]]
         assert toe[2] > J[ankle, 2] + 0.1 and heel[2] < J[ankle, 2]
     tips = ["lthumb", "lindex", "lmiddle", "lring", "lpinky"]
     for tip in tips:
-        assert v[sb._KEYPOINT_VERTICES[model_type][tip], 0] > J[20, 0] + 0.05
+        assert v[_KEYPOINT_VERTICES[model_type][tip], 0] > J[20, 0] + 0.05
     # No degenerate triangles; every edge shared by exactly two faces with opposite directions.
     area = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
     assert area.min() > 1e-6

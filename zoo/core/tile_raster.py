@@ -1,0 +1,450 @@
+"""Tile stage of the torch rasterizer: (tile, Gaussian) intersections and chunked compositing.
+
+:func:`build_plan` lists, for a batch of images, every (tile, Gaussian) pair whose bounding box
+touches the tile, sorted by tile and then front to back by depth (gsplat's isect rule and
+order; the tile size is picked by a cost model unless given). :class:`RasterizePixels` is the
+differentiable pixel stage: one custom autograd function that walks the intersection list in
+depth chunks for many tiles at once, composites front to back with ``alpha = min(0.999,
+o * exp(-sigma))``, skips ``alpha < 1/255``, stops before the transmittance would fall to
+``<= 1e-4``, keeps the running transmittance between chunks, and recomputes each chunk in
+reverse order in a hand-written backward pass, so memory stays bounded by the chunk budget.
+
+:func:`zoo.core.render.rasterize` drives it after :mod:`zoo.core.projection`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from zoo.core.projection import ALPHA_THRESHOLD
+
+__all__ = [
+    "MAX_ALPHA",
+    "TRANSMITTANCE_STOP",
+    "DEFAULT_CHUNK_BUDGET",
+    "TilePlan",
+    "build_plan",
+    "RasterizePixels",
+]
+
+# Compositing thresholds of gsplat's CUDA rasterizer (ALPHA_THRESHOLD is shared with the
+# projection and lives in zoo.core.projection).
+MAX_ALPHA = 0.999
+TRANSMITTANCE_STOP = 1e-4
+
+# Default number of (tile pixel, Gaussian) pairs the torch backend processes at once.
+DEFAULT_CHUNK_BUDGET = 1 << 19
+
+
+# ----------------------------------------------------------------------------------------
+# Tile intersections
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TilePlan:
+    """Sorted (tile, Gaussian) intersections of a batch of images (all int64 on device)."""
+
+    flat_ids: Tensor  # [M] index into the flattened projected arrays, by tile then depth
+    tile_ids: Tensor  # [M] global tile index (image * tiles_h * tiles_w + row * tiles_w + col), int32/64
+    tile_start: Tensor  # [n_tiles] first intersection of each tile
+    tile_count: Tensor  # [n_tiles] intersections per tile
+    tiles_per_gauss: Tensor  # [P] tiles touched by each projected Gaussian
+    n_images: int
+    tiles_h: int
+    tiles_w: int
+    tile_size: int
+    width: int
+    height: int
+
+
+def _tile_ranges(
+    mx: Tensor, my: Tensor, rx: Tensor, ry: Tensor, tile_size: int, tiles_w: int, tiles_h: int
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Tile boxes ``[min, max)`` touched by each 2D bounding box (gsplat's isect rule)."""
+    ts = float(tile_size)
+    x0 = torch.floor(mx / ts - rx / ts).clamp(0, tiles_w).long()
+    x1 = torch.ceil(mx / ts + rx / ts).clamp(0, tiles_w).long()
+    y0 = torch.floor(my / ts - ry / ts).clamp(0, tiles_h).long()
+    y1 = torch.ceil(my / ts + ry / ts).clamp(0, tiles_h).long()
+    return x0, x1, y0, y1
+
+
+def _choose_tile_size(
+    mx: Tensor, my: Tensor, rx: Tensor, ry: Tensor, width: int, height: int, n_images: int
+) -> int:
+    """Picks the tile size that minimises a simple cost model of the torch rasterizer.
+
+    The image does not depend on the tile size (a Gaussian's box contains every pixel where
+    its alpha reaches 1/255), only the amount of work does: small tiles waste fewer
+    (pixel, Gaussian) pairs on far-away pixels, large tiles need fewer intersections. For
+    small images a single tile covering the whole image is a candidate (dense path).
+    """
+    full = 1 << max(2, math.ceil(math.log2(max(width, height))))
+    candidates = [ts for ts in (4, 8, 16, 32) if ts < full]
+    if full <= 64:
+        candidates.append(full)
+    best, best_cost = 16, float("inf")
+    for ts in candidates:
+        tw, th = -(-width // ts), -(-height // ts)
+        x0, x1, y0, y1 = _tile_ranges(mx, my, rx, ry, ts, tw, th)
+        n_isect = float(((x1 - x0) * (y1 - y0)).sum())
+        # pixel work + per-intersection bookkeeping + per-tile overhead
+        cost = n_isect * ts * ts + 24.0 * n_isect + 64.0 * n_images * tw * th
+        if cost < best_cost:
+            best, best_cost = ts, cost
+    return best
+
+
+def build_plan(
+    means2d: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    image_ids: Tensor,
+    n_images: int,
+    width: int,
+    height: int,
+    tile_size: Optional[int],
+) -> TilePlan:
+    """Builds the depth-sorted (tile, Gaussian) intersection list.
+
+    Args:
+        means2d: Projected centres (flattened). ``[P, 2]``
+        radii: Integer box radii, 0 for culled. ``[P, 2]``
+        depths: Camera-space depths. ``[P]``
+        image_ids: Image each entry is rendered into. ``[P]``
+        n_images: Number of images ``I``.
+        width: Image width.
+        height: Image height.
+        tile_size: Tile edge in pixels, or None to choose one.
+    """
+    device = means2d.device
+    with torch.no_grad():
+        vis = (radii > 0).all(dim=-1)
+        vid = torch.nonzero(vis).squeeze(-1)
+        mx, my = means2d[vid, 0], means2d[vid, 1]
+        rx, ry = radii[vid, 0].to(means2d.dtype), radii[vid, 1].to(means2d.dtype)
+        if tile_size is None:
+            tile_size = _choose_tile_size(mx, my, rx, ry, width, height, n_images)
+        tiles_w, tiles_h = -(-width // tile_size), -(-height // tile_size)
+        n_tiles = n_images * tiles_w * tiles_h
+        x0, x1, y0, y1 = _tile_ranges(mx, my, rx, ry, tile_size, tiles_w, tiles_h)
+        nx = (x1 - x0).clamp_min(0)
+        ny = (y1 - y0).clamp_min(0)
+        counts = nx * ny
+        tiles_per_gauss = torch.zeros(radii.shape[0], dtype=torch.int32, device=device)
+        tiles_per_gauss[vid] = counts.to(torch.int32)
+
+        # Visit Gaussians front to back (stable: ties keep index order, as in gsplat), emit
+        # their tiles, then stable-sort the intersections by tile. The per-intersection
+        # arrays are int32 where that is large enough (they dominate the memory here).
+        n_isect = int(counts.sum())
+        small = max(n_isect, n_tiles, radii.shape[0]) < 2**31 - 1
+        idx = torch.int32 if small else torch.int64
+        order = torch.sort(depths[vid], stable=True).indices
+        vid, x0, y0, nx, counts = vid[order], x0[order], y0[order], nx[order], counts[order]
+        owner = torch.arange(vid.numel(), device=device, dtype=idx)
+        owner = torch.repeat_interleave(owner, counts, output_size=n_isect)
+        first = (torch.cumsum(counts, 0) - counts).to(idx)
+        local = torch.arange(n_isect, device=device, dtype=idx) - first[owner]
+        nx_o = nx.to(idx)[owner]
+        tile = (image_ids[vid].to(idx) * (tiles_w * tiles_h))[owner]
+        tile += (y0.to(idx)[owner] + torch.div(local, nx_o, rounding_mode="floor")) * tiles_w
+        tile += x0.to(idx)[owner] + local % nx_o
+        del local, nx_o, first
+        tile, perm = torch.sort(tile, stable=True)
+        flat_ids = vid[owner[perm]]
+        del owner, perm
+        tile_count = torch.bincount(tile, minlength=n_tiles)
+        tile_start = torch.cumsum(tile_count, 0) - tile_count
+    return TilePlan(
+        flat_ids=flat_ids,
+        tile_ids=tile,
+        tile_start=tile_start,
+        tile_count=tile_count,
+        tiles_per_gauss=tiles_per_gauss,
+        n_images=n_images,
+        tiles_h=tiles_h,
+        tiles_w=tiles_w,
+        tile_size=tile_size,
+        width=width,
+        height=height,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Pixel stage: chunked front-to-back compositing with a hand-written backward pass
+# ----------------------------------------------------------------------------------------
+
+
+def _tiles_to_image(x: Tensor, plan: TilePlan) -> Tensor:
+    """``[n_tiles, D, ts*ts]`` channel-major tile pixels -> ``[I, H, W, D]`` image."""
+    ts, th, tw = plan.tile_size, plan.tiles_h, plan.tiles_w
+    d = x.shape[1]
+    img = x.reshape(plan.n_images, th, tw, d, ts, ts).permute(0, 1, 4, 2, 5, 3)
+    img = img.reshape(plan.n_images, th * ts, tw * ts, d)
+    return img[:, : plan.height, : plan.width]
+
+
+def _image_to_tiles(img: Tensor, plan: TilePlan) -> Tensor:
+    """``[I, H, W, D]`` image -> ``[n_tiles, D, ts*ts]`` channel-major tile pixels (zero padded)."""
+    ts, th, tw = plan.tile_size, plan.tiles_h, plan.tiles_w
+    d = img.shape[-1]
+    pad = img.new_zeros(plan.n_images, th * ts, tw * ts, d)
+    pad[:, : plan.height, : plan.width] = img
+    pad = pad.reshape(plan.n_images, th, ts, tw, ts, d).permute(0, 1, 3, 5, 2, 4)
+    return pad.reshape(plan.n_images * th * tw, d, ts * ts)
+
+
+def _pixel_features(tile_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Monomials ``(1, u, v, u^2, u v, v^2)`` of the tile pixel centres. ``[6, P]``
+
+    ``(u, v)`` are measured from the tile centre (row-major pixels, ``u`` fastest), which
+    keeps the quadratic-form expansion in :class:`_Chunk` well conditioned.
+    """
+    c = torch.arange(tile_size, dtype=torch.float64, device=device) + 0.5 - 0.5 * tile_size
+    u = c.repeat(tile_size)
+    v = c.repeat_interleave(tile_size)
+    return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], dim=0).to(dtype).contiguous()
+
+
+class _Chunk:
+    """One depth chunk of ``B`` intersections for each of ``Ta`` tiles, laid out ``[Ta, B, P]``.
+
+    The Mahalanobis term ``sigma = 1/2 (a dx^2 + c dy^2) + b dx dy`` of every (slot, pixel)
+    pair is one GEMM of per-slot coefficients with the pixel monomials of
+    :func:`_pixel_features`; everything else is a handful of element-wise passes. A conic
+    from the projection is positive definite, so ``sigma < 0`` can only come from rounding;
+    it is clamped to 0 here instead of skipping the pair as gsplat's kernel does (Gaussians
+    whose blurred 2D covariance is not positive definite are culled in
+    :func:`~zoo.core.projection.project_gaussians`, so the two agree up to rounding). ``sigma`` is also clamped
+    to 80 from above, where ``exp`` would underflow into slow denormals while alpha is far
+    below 1/255 anyway.
+    """
+
+    def __init__(
+        self,
+        attrs: Tensor,
+        plan: TilePlan,
+        feats: Tensor,
+        tiles: Tensor,
+        pos: int,
+        width: int,
+        T0: Tensor,
+        done0: Tensor,
+    ) -> None:
+        dtype = attrs.dtype
+        count = plan.tile_count[tiles]
+        slots = pos + torch.arange(width, device=tiles.device)
+        valid = slots[None, :] < count[:, None]  # [Ta, B]
+        index = (plan.tile_start[tiles][:, None] + slots[None, :]).clamp_max(plan.flat_ids.numel() - 1)
+        self.gid = plan.flat_ids[index]
+        per_image = plan.tiles_h * plan.tiles_w
+        local = tiles % per_image
+        half = 0.5 * plan.tile_size
+        cx = ((local % plan.tiles_w) * plan.tile_size).to(dtype) + half
+        cy = (torch.div(local, plan.tiles_w, rounding_mode="floor") * plan.tile_size).to(dtype) + half
+        a = attrs[self.gid]  # [Ta, B, 6 + D]: mean (2), conic (3), opacity, colour (D)
+        self.mx = a[..., 0] - cx[:, None]  # means relative to the tile centre [Ta, B]
+        self.my = a[..., 1] - cy[:, None]
+        self.ca, self.cb, self.cc = a[..., 2], a[..., 3], a[..., 4]
+        self.op = a[..., 5] * valid  # padding slots get opacity 0 and so never contribute
+        self.colors = a[..., 6:]  # [Ta, B, D]
+        mx, my, ca, cb, cc = self.mx, self.my, self.ca, self.cb, self.cc
+        coef = torch.stack(
+            [
+                0.5 * ca * mx * mx + cb * mx * my + 0.5 * cc * my * my,
+                -(ca * mx + cb * my),
+                -(cb * mx + cc * my),
+                0.5 * ca,
+                cb,
+                0.5 * cc,
+            ],
+            dim=-1,
+        )  # [Ta, B, 6]
+        sigma = torch.matmul(coef, feats)  # [Ta, B, P]
+        vis = sigma.clamp_(0.0, 80.0).neg_().exp_()
+        self.vis = vis
+        self.raw = vis * self.op[:, :, None]
+        # skip alpha < 1/255 (threshold keeps x > t, so t is the float just below 1/255)
+        alpha = torch.nn.functional.threshold(self.raw, _below(ALPHA_THRESHOLD, dtype), 0.0).clamp_max_(MAX_ALPHA)
+        self.alpha = alpha
+        self.om = 1.0 - alpha
+        T0e = T0 * (~done0).to(dtype)
+        self.T0e = T0e
+        self.tcum = torch.cumprod(self.om, dim=1) * T0e[:, None, :]
+        # T after each Gaussian, zeroed from the first one that would bring it to <= 1e-4:
+        # the pixel stops there (exclusive); T only decreases, so this cuts a suffix.
+        tc = torch.nn.functional.threshold(self.tcum, TRANSMITTANCE_STOP, 0.0)
+        self.weights = alpha / self.om * tc  # alpha_i * T_before_i for contributors, else 0
+        self.T0 = T0
+        self.done0 = done0
+
+    def end_state(self) -> Tuple[Tensor, Tensor]:
+        """Transmittance and stop flag of every pixel after the chunk. ``([Ta, P], [Ta, P])``"""
+        last = torch.nn.functional.threshold(self.tcum, TRANSMITTANCE_STOP, float("inf")).amin(dim=1)
+        T1 = torch.minimum(self.T0, last)
+        done1 = self.done0 | (self.tcum[:, -1, :] <= TRANSMITTANCE_STOP)
+        return T1, done1
+
+
+def _pack_attributes(means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor) -> Tensor:
+    """Concatenates the per-Gaussian inputs of the pixel stage for one gather per chunk.
+
+    Returns:
+        ``[P, 6 + D]``: mean (2), conic (3), opacity (1), colour (D).
+    """
+    return torch.cat(
+        [
+            means2d.reshape(-1, 2),
+            conics.reshape(-1, 3),
+            opacities.reshape(-1, 1),
+            colors.reshape(-1, colors.shape[-1]),
+        ],
+        dim=-1,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _below(value: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` number below ``value`` (turns ``x > t`` into ``x >= value``)."""
+    v = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(v, torch.zeros_like(v)))
+
+
+class RasterizePixels(torch.autograd.Function):
+    """Differentiable front-to-back compositing over a :class:`TilePlan` (no background)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        means2d: Tensor,
+        conics: Tensor,
+        colors: Tensor,
+        opacities: Tensor,
+        plan: TilePlan,
+        budget: int,
+        absgrad: bool,
+    ) -> Tuple[Tensor, Tensor]:
+        attrs = _pack_attributes(means2d, conics, colors, opacities)
+        dtype, device = attrs.dtype, attrs.device
+        d = colors.shape[-1]
+        n_pix = plan.tile_size**2
+        n_tiles = plan.tile_count.numel()
+        feats = _pixel_features(plan.tile_size, dtype, device)
+
+        acc = torch.zeros(n_tiles, d, n_pix, dtype=dtype, device=device)
+        T = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
+        done = torch.zeros(n_tiles, n_pix, dtype=torch.bool, device=device)
+        chunks: List[Tuple[Tensor, int, int, Tensor, Tensor]] = []
+        for tiles in _tile_groups(plan, n_pix, budget):
+            pos = 0
+            while tiles.numel() > 0:
+                remaining = int((plan.tile_count[tiles] - pos).max())
+                width = max(1, min(remaining, budget // (tiles.numel() * n_pix)))
+                T0, done0 = T[tiles], done[tiles]
+                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
+                acc.index_add_(0, tiles, torch.bmm(ch.colors.transpose(1, 2), ch.weights))
+                T1, done1 = ch.end_state()
+                T[tiles] = T1
+                done[tiles] = done1
+                chunks.append((tiles, pos, width, T0, done0))
+                pos += width
+                more = (plan.tile_count[tiles] > pos) & ~done1.all(dim=1)
+                tiles = tiles[more]
+
+        out = _tiles_to_image(acc, plan)
+        alpha = _tiles_to_image((1.0 - T)[:, None, :], plan)
+        ctx.plan = plan
+        ctx.chunks = chunks
+        ctx.T_final = T
+        ctx.absgrad = absgrad
+        ctx.save_for_backward(means2d, conics, colors, opacities)
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor, grad_alpha: Tensor):  # type: ignore[override]
+        means2d, conics, colors, opacities = ctx.saved_tensors
+        plan: TilePlan = ctx.plan
+        attrs = _pack_attributes(means2d, conics, colors, opacities)
+        dtype, device = attrs.dtype, attrs.device
+        n_attr = attrs.shape[0]
+        d = colors.shape[-1]
+        feats = _pixel_features(plan.tile_size, dtype, device)
+
+        G = _image_to_tiles(grad_out.to(dtype), plan)  # [n_tiles, D, P]
+        gA = _image_to_tiles(grad_alpha.to(dtype), plan)[:, 0]  # [n_tiles, P]
+        # Running sum over every later Gaussian of dL/dC . c_j w_j, seeded with the term of
+        # the alpha output (alpha = 1 - T_final).
+        S = -gA * ctx.T_final
+
+        # gradients in the layout of _pack_attributes (+ |d means2d| per pixel for absgrad)
+        grads = torch.zeros(n_attr, 6 + d + (2 if ctx.absgrad else 0), dtype=dtype, device=device)
+        for tiles, pos, width, T0, done0 in reversed(ctx.chunks):
+            ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
+            gid = ch.gid.reshape(-1)
+            Gt = G[tiles]  # [Ta, D, P]
+            w = ch.weights
+            gc = torch.bmm(ch.colors, Gt)  # dL/dC . c_i per pixel [Ta, B, P]
+            q = gc * w
+            suffix = q.flip(1).cumsum(1).flip(1)  # sum over j >= i, back to front
+            S_t = S[tiles]
+            rest = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], dim=1) + S_t[:, None, :]
+            T_before = torch.cat([ch.T0e[:, None, :], ch.tcum[:, :-1]], dim=1)
+            v_alpha = (T_before * gc - rest / ch.om) * torch.sign(w)
+            S[tiles] = S_t + suffix[:, 0]
+            v_col = torch.bmm(w, Gt.transpose(1, 2))  # [Ta, B, D]
+
+            # alpha = min(0.999, o * vis): no gradient where the clamp is active.
+            v_alpha = v_alpha * torch.sign((MAX_ALPHA - ch.raw).clamp_min_(0.0))
+            v_op = (v_alpha * ch.vis).sum(-1)
+            v_sigma = -(v_alpha * ch.raw)
+            # sums over pixels of v_sigma * (1, u, v, uu, uv, vv), each [Ta, B]
+            mom = torch.mm(feats, v_sigma.reshape(-1, feats.shape[1]).t()).reshape((6,) + v_sigma.shape[:2])
+            m0, mu, mv, muu, muv, mvv = mom.unbind(0)
+            mx, my = ch.mx, ch.my
+            s_x = mx * m0 - mu  # sum v_sigma * dx,  dx = mean_x - pixel_x
+            s_y = my * m0 - mv
+            s_xx = mx * mx * m0 - 2.0 * mx * mu + muu
+            s_yy = my * my * m0 - 2.0 * my * mv + mvv
+            s_xy = mx * my * m0 - mx * mv - my * mu + muv
+            g_mx = ch.ca * s_x + ch.cb * s_y
+            g_my = ch.cb * s_x + ch.cc * s_y
+            parts = [torch.stack([g_mx, g_my, 0.5 * s_xx, s_xy, 0.5 * s_yy, v_op], -1), v_col]
+            if ctx.absgrad:
+                # per-pixel d sigma / d mean is linear in (u, v): (a dx + b dy, b dx + c dy)
+                lin_x = torch.stack([ch.ca * mx + ch.cb * my, -ch.ca, -ch.cb], -1)
+                lin_y = torch.stack([ch.cb * mx + ch.cc * my, -ch.cb, -ch.cc], -1)
+                ax = (torch.matmul(lin_x, feats[:3]) * v_sigma).abs_().sum(-1)
+                ay = (torch.matmul(lin_y, feats[:3]) * v_sigma).abs_().sum(-1)
+                parts.append(torch.stack([ax, ay], -1))
+            grads.index_add_(0, gid, torch.cat(parts, -1).reshape(gid.numel(), -1))
+
+        if ctx.absgrad:
+            means2d.absgrad = grads[:, 6 + d :].reshape(means2d.shape)
+        return (
+            grads[:, 0:2].reshape(means2d.shape),
+            grads[:, 2:5].reshape(conics.shape),
+            grads[:, 6 : 6 + d].reshape(colors.shape),
+            grads[:, 5].reshape(opacities.shape),
+            None,
+            None,
+            None,
+        )
+
+
+def _tile_groups(plan: TilePlan, n_pix: int, budget: int, min_width: int = 32) -> List[Tensor]:
+    """Splits the non-empty tiles into groups processed together (heaviest first)."""
+    nonempty = torch.nonzero(plan.tile_count > 0).squeeze(-1)
+    if nonempty.numel() == 0:
+        return []
+    order = torch.sort(plan.tile_count[nonempty], descending=True, stable=True).indices
+    nonempty = nonempty[order]
+    group = max(1, budget // (n_pix * min_width))
+    return list(torch.split(nonempty, group))
