@@ -433,26 +433,15 @@ def test_evaluate_images_accepts_the_loss_network(lpips_weights):
         metrics.evaluate_images(x, y, mask, metrics.EvalProtocol(lpips_net="vgg"), lpips=alex)
 
 
-def test_protocol_presets_follow_the_datasets_reference():
-    assert set(metrics.PROTOCOLS) == {"people_snapshot", "zju_mocap", "neuman", "x_humans", "synthetic"}
-    ps = metrics.PROTOCOLS["people_snapshot"]
-    assert (ps.lpips_net, ps.lpips_input, ps.lpips_scale, ps.resolution) == ("alex", "zero_one_as_is", 1.0, (540, 540))
-    assert ps.crop == "full" and ps.background == (1.0, 1.0, 1.0)
-    zju = metrics.PROTOCOLS["zju_mocap"]
-    assert (zju.lpips_net, zju.lpips_input, zju.resolution) == ("vgg", "minus_one_one", (512, 512))
-    assert zju.background == (0.0, 0.0, 0.0)
-    for name in ("neuman", "x_humans"):
-        proto = metrics.PROTOCOLS[name]
-        assert (proto.lpips_net, proto.lpips_input, proto.background) == ("alex", "minus_one_one", (1.0, 1.0, 1.0))
-    assert metrics.get_protocol("zju_mocap_gomavatar").lpips_scale == 1000.0
-    assert metrics.get_protocol("neuman_hugs").crop == "bbox"
-    with pytest.raises(KeyError, match="known"):
-        metrics.get_protocol("h36m")
-    for proto in list(metrics.PROTOCOLS.values()) + list(metrics.PROTOCOL_VARIANTS.values()):
-        assert metrics.EvalProtocol(**proto.as_dict()) == proto
-
-
 def test_protocol_validation():
+    # The named per-dataset presets are in zoo.data.protocols (tests/test_protocols.py); core's
+    # protocol object is generic: full image as given, LPIPS alex on [-1, 1], unscaled.
+    default = metrics.EvalProtocol()
+    assert (default.crop, default.bbox_pad, default.background, default.resolution) == ("full", 0, None, None)
+    assert (default.lpips_net, default.lpips_input, default.lpips_scale) == ("alex", "minus_one_one", 1.0)
+    assert not hasattr(metrics, "PROTOCOLS") and not hasattr(metrics, "get_protocol")
+    custom = metrics.EvalProtocol(name="t", crop="bbox", bbox_pad=3, background=(0, 0, 0), lpips_scale=1000)
+    assert metrics.EvalProtocol(**custom.as_dict()) == custom
     assert metrics.EvalProtocol(background=[1, 1, 1]).background == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="crop"):
         metrics.EvalProtocol(crop="tight")

@@ -23,6 +23,7 @@ from zoo.data.parsers import PARSERS
 from zoo.data.parsers.neuman import load_joblib, neuman_split_indices
 from zoo.data.parsers.people_snapshot import default_frame_ranges
 from zoo.data.parsers.zju_mocap import remap, undistortion_maps
+from zoo.data.protocols import get_protocol
 from zoo.data.schema import (
     BODY_KEYS_SMPL,
     BODY_KEYS_SMPLX,
@@ -31,6 +32,7 @@ from zoo.data.schema import (
     DatasetError,
     MissingFileError,
     collate,
+    make_protocol,
     validate_frame,
     validate_protocol,
 )
@@ -214,6 +216,9 @@ def test_body_keys_and_protocol_contract():
     assert SPLITS == ("train", "val", "test_view", "test_pose")
     with pytest.raises(ValueError, match="lpips_net"):
         validate_protocol({k: None for k in PROTOCOL_KEYS} | {"name": "x", "crop": "full", "lpips_net": "squeeze"})
+    with pytest.raises(ValueError, match="bbox_pad"):
+        make_protocol("x", bbox_pad=-1)
+    assert set(make_protocol("x")) == set(PROTOCOL_KEYS)
 
 
 def test_validate_frame_names_source_key_and_shape():
@@ -296,14 +301,15 @@ def test_zju_raw_roundtrip_and_splits(body_env: Path, tmp_path: Path):
     assert seq.camera_ids == [0, 1, 2] and seq.model_type == "smpl" and seq.subject == "CoreView_900"
     check_roundtrip(seq, cap, body_env, _match_static(cap), exact_image=False)
     # mono protocol, unknown subject: first ceil(0.8 F) = 7 frames of camera 0; tests every min(30, n)
-    assert seq.protocol["name"] == "mono_3dgs_avatar" and seq.protocol["resolution"] == (512, 512)
+    assert seq.protocol_name == "mono_3dgs_avatar" and seq.protocol == get_protocol("zju_mocap")
+    assert seq.protocol["resolution"] == (512, 512)
     assert seq.splits["train"] == [f * 3 for f in range(7)]
     assert seq.splits["test_view"] == [1, 2]
     assert seq.splits["test_pose"] == [7 * 3 + 1, 7 * 3 + 2]
     assert seq.splits["val"] == [1, 2]
     nb = PARSERS["zju_mocap"](path, protocol="neuralbody_4view", test_every=3)
     assert [seq[i]["camera_id"] for i in nb.splits["train"]] == [0] * 7
-    assert nb.protocol["crop"] == "bbox"
+    assert nb.protocol == get_protocol("zju_mocap_neuralbody") and nb.protocol["crop"] == "bbox"
     assert sorted({i // 3 for i in nb.splits["test_view"]}) == [0, 3, 6]
     over = PARSERS["zju_mocap"](path, train_cameras=[1, 2], train_frames=(0, 6, 2), test_every=2)
     assert over.splits["train"] == [f * 3 + c for f in (0, 2, 4) for c in (1, 2)]
@@ -347,7 +353,8 @@ def test_zju_refined_layout(body_env: Path, tmp_path: Path):
     assert (path / "images" / "05" / "000004.jpg").is_file() and (path / "mask" / "05" / "000004.png").is_file()
     assert (path / "smpl_params" / "4.npy").is_file()
     seq = PARSERS["zju_mocap"](path)
-    assert seq.refined and seq.protocol["name"] == "refined" and seq.protocol["lpips_input"] == "zero_one_as_is"
+    assert seq.refined and seq.protocol == get_protocol("zju_mocap_refined")
+    assert seq.protocol["lpips_input"] == "zero_one_as_is"
     check_roundtrip(seq, cap, body_env, _match_static(cap), exact_image=False)
     assert {seq[i]["camera_id"] for i in seq.splits["train"]} == {4}
 
@@ -487,9 +494,10 @@ def test_people_snapshot_roundtrip_splits_and_anim_nerf(body_env: Path, tmp_path
     assert PS_RANGES == {"train": (0, 7, 2), "val": (8, 8, 1), "test": (8, 9, 1)}
     assert seq.splits == {"train": [0, 2, 4, 6], "val": [8], "test_view": [], "test_pose": [8, 9]}
     assert seq.pose_source == "anim_nerf" and seq.gender == "neutral" and seq.camera_ids == [0]
-    assert seq.protocol == {"name": "instant_avatar", "crop": "full", "background": (1.0, 1.0, 1.0),
-                            "lpips_net": "alex", "lpips_input": "zero_one_as_is", "lpips_scale": 1,
-                            "resolution": (540, 540)}
+    assert seq.protocol == get_protocol("people_snapshot")
+    assert {k: v for k, v in seq.protocol.items() if k != "source"} == {
+        "name": "people_snapshot", "crop": "full", "bbox_pad": 0, "background": (1.0, 1.0, 1.0),
+        "lpips_net": "alex", "lpips_input": "zero_one_as_is", "lpips_scale": 1, "resolution": (540, 540)}
     by_id = {f.frame_id: f for f in cap.frames}
     check_roundtrip(seq, cap, body_env, lambda item: by_id[item["frame_id"]])
     # anim_nerf poses replace poses.npz for their split's frames only
@@ -604,6 +612,7 @@ def test_neuman_roundtrip_alignment_scale_and_depth(body_env: Path, tmp_path: Pa
         assert np.array_equal(load_joblib(tmp_path / "c.pkl")[1]["betas"][7], smpl[1]["betas"][7])
     seq = PARSERS["neuman"](path)
     assert seq.frame_ids == NEUMAN_FRAMES and seq.camera_ids == [0]
+    assert seq.protocol == get_protocol("neuman")
     assert seq.protocol["background"] == (1.0, 1.0, 1.0) and seq.protocol["lpips_input"] == "minus_one_one"
     by_id = {f.frame_id: f for f in cap.frames}
     check_roundtrip(seq, cap, body_env, lambda item: by_id[item["frame_id"]])
@@ -697,6 +706,7 @@ def test_x_humans_roundtrip(body_env: Path, tmp_path: Path):
     assert [seq.frame_position(f) for f in reversed(seq.frame_ids)] == list(range(7, -1, -1))
     assert seq.splits["train"] == [0, 1, 2, 3, 4] and seq.splits["test_pose"] == [5, 6, 7]
     assert seq.splits["test_view"] == [] and set(seq.splits["val"]) <= set(seq.splits["train"])
+    assert seq.protocol == get_protocol("x_humans")
     assert seq.protocol["resolution"] == (1200, 800) and seq.protocol["lpips_net"] == "alex"
     by_id = {f.frame_id: f for f in cap.frames}
     check_roundtrip(seq, cap, body_env, lambda item: by_id[item["frame_id"]])

@@ -1,4 +1,4 @@
-"""Evaluation metrics and the per-dataset evaluation protocol.
+"""Evaluation metrics and the evaluation protocol object.
 
 Image metrics (all per image, images `[B, 3, H, W]` in [0, 1]):
 
@@ -12,10 +12,12 @@ Pose metrics (joints `[B, J, 3]`): MPJPE, PA-MPJPE (similarity Procrustes: scale
 translation, per sample) and translation error. They are returned in the unit of the input;
 pass millimetres (metres × 1000) to get the numbers papers print — that is the caller's choice.
 
-`EvalProtocol` holds what differs between the papers' evaluations of a dataset (crop, background,
-LPIPS backbone/input/scale, resolution) and `PROTOCOLS` has one preset per dataset following
-``reference/DATASETS.md`` §1E/2F/3E/4D/5; `evaluate_images` applies one and returns full-image and
-person-crop metrics; `MetricAccumulator` averages them over an epoch.
+`EvalProtocol` holds what differs between papers' evaluations (crop, background, LPIPS
+backbone/input/scale, resolution); its defaults score the full image as given with LPIPS alex on
+[-1, 1]. It knows no dataset: the named presets are plain dicts in the data layer
+(``zoo.data.protocols``), each sequence carries one as ``seq.protocol``, and
+``EvalProtocol(**seq.protocol)`` builds the object. `evaluate_images` applies one and returns
+full-image and person-crop metrics; `MetricAccumulator` averages them over an epoch.
 """
 from __future__ import annotations
 
@@ -207,10 +209,13 @@ def translation_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalProtocol:
-    """How a dataset's papers score rendered images; `evaluate_images` applies it.
+    """How rendered images are scored; `evaluate_images` applies it.
+
+    The fields match the keys of the protocol dicts the data layer builds
+    (``zoo.data.schema.PROTOCOL_KEYS``), so ``EvalProtocol(**protocol_dict)`` works.
 
     Attributes:
-        name: preset name (for logs and tables).
+        name: protocol name (for logs and tables).
         crop: the region the papers report: "full" (whole image) or "bbox" (the person's bounding
             box from the GT mask, grown by `bbox_pad`, cut from both images). `evaluate_images`
             always returns both; this picks the headline keys (`primary_keys`).
@@ -273,92 +278,6 @@ class EvalProtocol:
             value = getattr(self, item.name)
             out[item.name] = list(value) if isinstance(value, tuple) else value
         return out
-
-
-WHITE = (1.0, 1.0, 1.0)
-BLACK = (0.0, 0.0, 0.0)
-
-PROTOCOLS: Dict[str, EvalProtocol] = {
-    # DATASETS.md 2F / 5: InstantAvatar, GaussianAvatar, GoMAvatar eval.py: torchmetrics PSNR/SSIM
-    # (data_range 1), torchmetrics LPIPS(alex) with normalize=False fed [0,1] images, full image,
-    # 540x540, white background (3DGS-Avatar uses black: `people_snapshot_3dgs_avatar`).
-    "people_snapshot": EvalProtocol(
-        name="people_snapshot", crop="full", background=WHITE, lpips_net="alex", lpips_input="zero_one_as_is",
-        lpips_scale=1.0, resolution=(540, 540),
-        source="InstantAvatar/GaussianAvatar eval.py (torchmetrics, LPIPS alex on [0,1] as-is, white bg)",
-    ),
-    # DATASETS.md 1E / 5: 3DGS-Avatar (the gs_avatar paper): full image, black background, 512x512,
-    # lpips.LPIPS(net='vgg') with normalize=True (correct [-1,1] inputs). Its paper prints LPIPS x1000
-    # while its code does not scale; `zju_mocap_gomavatar` has GoMAvatar's explicit x1000.
-    "zju_mocap": EvalProtocol(
-        name="zju_mocap", crop="full", background=BLACK, lpips_net="vgg", lpips_input="minus_one_one",
-        lpips_scale=1.0, resolution=(512, 512),
-        source="3DGS-Avatar render.py Evaluator (full image, black bg, LPIPS vgg normalize=True)",
-    ),
-    # DATASETS.md 3E / 5: ExAvatar eval_neuman.py: human only, prediction and GT composited on white
-    # with the mask, native resolution, torchmetrics PSNR/SSIM, LPIPS alex on [-1,1].
-    "neuman": EvalProtocol(
-        name="neuman", crop="full", background=WHITE, lpips_net="alex", lpips_input="minus_one_one",
-        lpips_scale=1.0, resolution=None,
-        source="ExAvatar tools/eval_neuman.py (human only on white, LPIPS alex [-1,1])",
-    ),
-    # DATASETS.md 4D / 5: ExAvatar eval_xhumans.py: full native images composited on white with the
-    # depth-derived mask, torchmetrics PSNR/SSIM, LPIPS alex on [-1,1].
-    "x_humans": EvalProtocol(
-        name="x_humans", crop="full", background=WHITE, lpips_net="alex", lpips_input="minus_one_one",
-        lpips_scale=1.0, resolution=None,
-        source="ExAvatar tools/eval_xhumans.py (full image on white, LPIPS alex [-1,1])",
-    ),
-    # The zoo's own synthetic subject: scored the correct way (LPIPS alex on [-1,1]) on white; the
-    # person-crop numbers come alongside in every evaluation.
-    "synthetic": EvalProtocol(
-        name="synthetic", crop="full", bbox_pad=4, background=WHITE, lpips_net="alex",
-        lpips_input="minus_one_one", lpips_scale=1.0, resolution=None,
-        source="avatar-zoo synthetic subject (full image on white; crop metrics alongside)",
-    ),
-}
-
-# Other papers' evaluations of the same datasets, to reproduce their numbers (DATASETS.md 1E/2F/3E/5).
-PROTOCOL_VARIANTS: Dict[str, EvalProtocol] = {
-    "people_snapshot_3dgs_avatar": EvalProtocol(
-        name="people_snapshot_3dgs_avatar", crop="full", background=BLACK, lpips_net="alex",
-        lpips_input="zero_one_as_is", resolution=(540, 540),
-        source="3DGS-Avatar PSEvaluator (black bg, torchmetrics LPIPS alex on [0,1] as-is)",
-    ),
-    "zju_mocap_gomavatar": EvalProtocol(
-        name="zju_mocap_gomavatar", crop="full", background=BLACK, lpips_net="vgg", lpips_input="minus_one_one",
-        lpips_scale=1000.0, resolution=(512, 512),
-        source="GoMAvatar eval.py (MonoHuman split, LPIPS vgg on x*2-1, x1000)",
-    ),
-    "zju_mocap_gauhuman": EvalProtocol(
-        name="zju_mocap_gauhuman", crop="full", background=BLACK, lpips_net="vgg", lpips_input="zero_one_as_is",
-        resolution=(512, 512),
-        source="GauHuman render.py (LPIPS vgg on [0,1] as-is; its outside-SMPL-box masking is not replicated)",
-    ),
-    "neuman_hugs": EvalProtocol(
-        name="neuman_hugs", crop="bbox", bbox_pad=0, background=None, lpips_net="alex",
-        lpips_input="zero_one_as_is", resolution=None,
-        source="HUGS gs_trainer.validate (full image and tight mask-bbox crop, LPIPS alex on [0,1] as-is)",
-    ),
-    "neuman_full_scene": EvalProtocol(
-        name="neuman_full_scene", crop="full", background=None, lpips_net="alex", lpips_input="minus_one_one",
-        resolution=None,
-        source="ml-neuman render_test_views.py (whole image incl. background, LPIPS alex [-1,1])",
-    ),
-}
-
-
-def get_protocol(name: str) -> EvalProtocol:
-    """A preset from `PROTOCOLS` or `PROTOCOL_VARIANTS` by name.
-
-    Raises:
-        KeyError: unknown name (the message lists the known ones).
-    """
-    if name in PROTOCOLS:
-        return PROTOCOLS[name]
-    if name in PROTOCOL_VARIANTS:
-        return PROTOCOL_VARIANTS[name]
-    raise KeyError(f"unknown evaluation protocol {name!r}; known: {sorted(PROTOCOLS) + sorted(PROTOCOL_VARIANTS)}")
 
 
 # ---------------------------------------------------------------------------------------------

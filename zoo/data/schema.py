@@ -114,15 +114,18 @@ Split = Literal["train", "val", "test_view", "test_pose"]
 #: Split names every parser fills (possibly with empty index lists).
 SPLITS: tuple[str, ...] = ("train", "val", "test_view", "test_pose")
 
-#: Keys of ``seq.protocol`` (DATASETS.md §1E, §2F, §3E, §4D, §5).
+#: Keys of ``seq.protocol`` (DATASETS.md §1E, §2F, §3E, §4D, §5): the fields of
+#: ``zoo.core.metrics.EvalProtocol``, in its order, so ``EvalProtocol(**seq.protocol)`` works.
 PROTOCOL_KEYS = (
     "name",
     "crop",
+    "bbox_pad",
     "background",
     "lpips_net",
     "lpips_input",
     "lpips_scale",
     "resolution",
+    "source",
 )
 
 
@@ -161,20 +164,25 @@ def make_protocol(
     name: str,
     *,
     crop: str = "full",
+    bbox_pad: int = 0,
     background: Sequence[float] | None = None,
     lpips_net: str = "alex",
     lpips_input: str = "minus_one_one",
     lpips_scale: int = 1,
     resolution: Sequence[int] | None = None,
+    source: str = "",
 ) -> dict[str, Any]:
     """Build (and check) the plain protocol description a parser exposes as ``seq.protocol``.
 
-    The metrics module turns this dict into its own protocol object; see DATASETS.md §5 for
-    what each paper does.
+    The metrics module turns this dict into its own protocol object
+    (``zoo.core.metrics.EvalProtocol(**protocol)``); the named presets every parser uses are in
+    :mod:`zoo.data.protocols`, and DATASETS.md §5 says what each paper does.
 
     Args:
-        name: protocol name, e.g. ``"instant_avatar"``.
-        crop: ``"full"`` (whole image) or ``"bbox"`` (metrics on the person's box).
+        name: protocol name, e.g. ``"people_snapshot"``.
+        crop: ``"full"`` (whole image) or ``"bbox"`` (metrics on the person's box) as the headline
+            numbers; both are always computed.
+        bbox_pad: pixels added on every side of the person's box (from the GT mask), >= 0.
         background: RGB in [0, 1] both prediction and ground truth are composited on with the
             mask before scoring, or None to score the image as it is.
         lpips_net: ``"alex"`` or ``"vgg"``.
@@ -183,6 +191,7 @@ def make_protocol(
             codebases do).
         lpips_scale: 1, or 1000 for papers reporting LPIPS x 1000.
         resolution: ``(H, W)`` the paper evaluates at, or None for the native size.
+        source: which codebase's evaluation this reproduces (for reports).
 
     Returns:
         A dict with exactly the keys of ``PROTOCOL_KEYS``.
@@ -190,11 +199,13 @@ def make_protocol(
     protocol = {
         "name": name,
         "crop": crop,
+        "bbox_pad": bbox_pad,
         "background": None if background is None else tuple(float(c) for c in background),
         "lpips_net": lpips_net,
         "lpips_input": lpips_input,
         "lpips_scale": int(lpips_scale),
         "resolution": None if resolution is None else (int(resolution[0]), int(resolution[1])),
+        "source": source,
     }
     validate_protocol(protocol)
     return protocol
@@ -231,6 +242,11 @@ def validate_protocol(protocol: Mapping[str, Any]) -> None:
     res = protocol["resolution"]
     if res is not None and (len(res) != 2 or any(int(v) <= 0 for v in res)):
         raise ValueError(f"protocol['resolution'] must be None or (H, W) > 0, got {res!r}")
+    pad = protocol["bbox_pad"]
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"protocol['bbox_pad'] must be an integer >= 0, got {pad!r}")
+    if not isinstance(protocol["source"], str):
+        raise ValueError(f"protocol['source'] must be a string, got {protocol['source']!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,8 +37,10 @@ Quirks handled:
   (N < 5: everything is train). ``test_pose`` = test frames (held-out time steps seen from their
   own COLMAP camera), ``val`` = val frames, ``test_view`` is empty.
 
-Protocol (§3E, ExAvatar): human only, prediction and ground truth composited on white with the
-mask, full native image, AlexNet LPIPS on inputs scaled to [−1, 1].
+Protocol (§3E): the ``"neuman"`` preset of :mod:`zoo.data.protocols` (ExAvatar: human only,
+prediction and ground truth composited on white with the mask, full native image, AlexNet LPIPS on
+inputs scaled to [−1, 1]); ``eval_protocol="neuman_hugs"`` (HUGS, mask-bbox crop) or
+``"neuman_full_scene"`` (ml-neuman, whole image with the scene) for the other papers' numbers.
 """
 
 from __future__ import annotations
@@ -63,12 +65,12 @@ from zoo.data.schema import (
     FrameSequence,
     MissingFileError,
     NativeFrame,
-    make_protocol,
     read_image_rgb,
     read_mask_png,
     require_dir,
     require_file,
 )
+from zoo.data.protocols import protocol_for
 
 __all__ = [
     "NeuMan",
@@ -349,6 +351,8 @@ class NeuMan(FrameSequence):
         body_models: folder holding ``smpl/SMPL_NEUTRAL.pkl|npz`` (default ``$ZOO_BODY_MODELS``),
             needed for the pelvis J0 of the alignment conversion.
         mono_depth: return ``mono_depth/<name>`` / 10000 as ``depth`` when the folder exists.
+        eval_protocol: evaluation preset (:mod:`zoo.data.protocols`), one of
+            ``DATASET_PROTOCOLS["neuman"]``; None = ``"neuman"`` (ExAvatar).
         resolution: output ``(H, W)``, see :class:`FrameSequence`.
         downscale: output = native / downscale.
         crop: crop box, see :class:`FrameSequence`.
@@ -368,11 +372,13 @@ class NeuMan(FrameSequence):
         person_id: int | None = None,
         body_models: str | Path | None = None,
         mono_depth: bool = True,
+        eval_protocol: str | None = None,
         resolution: Sequence[int] | None = None,
         downscale: float | None = None,
         crop: str | Sequence[int] | None = None,
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
+        self.protocol = protocol_for("neuman", eval_protocol)
         root = Path(root)
         if subject is not None:
             root = root / subject
@@ -444,10 +450,6 @@ class NeuMan(FrameSequence):
                 )
             )
 
-        self.protocol = make_protocol(
-            "exavatar_neuman", crop="full", background=(1.0, 1.0, 1.0), lpips_net="alex",
-            lpips_input="minus_one_one", lpips_scale=1, resolution=None,
-        )
         self._finish_splits(self._splits([Path(r.source).name for r in self.records]))
 
     def _body(

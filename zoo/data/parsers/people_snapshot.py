@@ -24,8 +24,10 @@ Quirks handled:
 
 Items are every frame ``0 .. N−1``; ``frame_id`` is the image number, ``camera_id`` 0.
 Splits: train, val, test_pose = InstantAvatar's test frames (held-out poses of the same camera);
-test_view is empty (monocular). Protocol (§2F): full 540x540 images (pass ``downscale=2``), white
-background, AlexNet LPIPS fed [0, 1] as-is (torchmetrics' default ``normalize=False``).
+test_view is empty (monocular). Protocol (§2F): the ``"people_snapshot"`` preset of
+:mod:`zoo.data.protocols` (InstantAvatar: full 540x540 images — pass ``downscale=2`` — white
+background, AlexNet LPIPS fed [0, 1] as-is); ``eval_protocol="people_snapshot_3dgs_avatar"`` for
+3DGS-Avatar's black background.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ from zoo.data.schema import (
     FrameSequence,
     MissingFileError,
     NativeFrame,
-    make_protocol,
     read_image_rgb,
     require_dir,
     require_file,
 )
+from zoo.data.protocols import protocol_for
 
 __all__ = ["PeopleSnapshot", "INSTANT_AVATAR_RANGES", "default_frame_ranges"]
 
@@ -111,6 +113,8 @@ class PeopleSnapshot(FrameSequence):
         pose_source: ``"auto"`` (anim_nerf files when present), ``"anim_nerf"`` (required) or
             ``"poses"`` (``poses.npz`` only).
         gender: ``"male"`` / ``"female"`` / ``"neutral"``; default from the subject name.
+        eval_protocol: evaluation preset (:mod:`zoo.data.protocols`), one of
+            ``DATASET_PROTOCOLS["people_snapshot"]``; None = ``"people_snapshot"`` (InstantAvatar).
         resolution: output ``(H, W)``, see :class:`FrameSequence`.
         downscale: output = native / downscale (2 gives the 540x540 protocol size).
         crop: crop box, see :class:`FrameSequence`.
@@ -131,11 +135,13 @@ class PeopleSnapshot(FrameSequence):
         test_step: int = 1,
         pose_source: str = "auto",
         gender: str | None = None,
+        eval_protocol: str | None = None,
         resolution: Sequence[int] | None = None,
         downscale: float | None = None,
         crop: str | Sequence[int] | None = None,
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
+        self.protocol = protocol_for("people_snapshot", eval_protocol)
         root = Path(root)
         if subject is not None:
             root = root / subject
@@ -242,10 +248,6 @@ class PeopleSnapshot(FrameSequence):
                     size=(self.height, self.width), paths={"image": img, "mask": msk},
                 )
             )
-        self.protocol = make_protocol(
-            "instant_avatar", crop="full", background=(1.0, 1.0, 1.0), lpips_net="alex",
-            lpips_input="zero_one_as_is", lpips_scale=1, resolution=(540, 540),
-        )
         self._finish_splits(
             {"train": split_idx["train"], "val": split_idx["val"], "test_view": [], "test_pose": split_idx["test"]}
         )

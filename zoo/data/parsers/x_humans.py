@@ -27,8 +27,8 @@ per physical camera, and every frame has its own camera on the capture circle).
 
 Splits (§4C): train = all ``train/Take*`` frames, test_pose = all ``test/Take*`` frames (novel
 poses from the per-frame camera), test_view empty, val = up to 4 evenly spaced train frames.
-Protocol (§4D, ExAvatar): full 800x1200 images composited on white with the depth mask,
-AlexNet LPIPS on inputs scaled to [−1, 1].
+Protocol (§4D): the ``"x_humans"`` preset of :mod:`zoo.data.protocols` (ExAvatar: full 800x1200
+images composited on white with the depth mask, AlexNet LPIPS on inputs scaled to [−1, 1]).
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ from zoo.data.schema import (
     MissingFileError,
     NativeFrame,
     evenly_spaced,
-    make_protocol,
     read_image_rgb,
     require_dir,
     require_file,
 )
+from zoo.data.protocols import protocol_for
 
 __all__ = ["XHumans", "FRAME_ID_TAKE_FACTOR"]
 
@@ -86,6 +86,8 @@ class XHumans(FrameSequence):
         subject: subject folder name inside ``root`` (e.g. ``"00034"``), optional.
         betas: ``"mean"`` (``mean_shape_smplx.npy``) or ``"per_frame"`` (the pickles' betas).
         frame_step: keep every ``frame_step``-th frame of each take.
+        eval_protocol: evaluation preset (:mod:`zoo.data.protocols`), one of
+            ``DATASET_PROTOCOLS["x_humans"]``; None = ``"x_humans"`` (ExAvatar).
         resolution: output ``(H, W)``, see :class:`FrameSequence`.
         downscale: output = native / downscale.
         crop: crop box, see :class:`FrameSequence`.
@@ -102,11 +104,13 @@ class XHumans(FrameSequence):
         subject: str | None = None,
         betas: str = "mean",
         frame_step: int = 1,
+        eval_protocol: str | None = None,
         resolution: Sequence[int] | None = None,
         downscale: float | None = None,
         crop: str | Sequence[int] | None = None,
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
+        self.protocol = protocol_for("x_humans", eval_protocol)
         root = Path(root)
         if subject is not None:
             root = root / subject
@@ -157,10 +161,6 @@ class XHumans(FrameSequence):
         if not self.records:
             raise DatasetError(f"{root}: no frames found; expected train/Take<n>/render/image/color_XXXXXX.png")
 
-        self.protocol = make_protocol(
-            "exavatar_xhumans", crop="full", background=(1.0, 1.0, 1.0), lpips_net="alex",
-            lpips_input="minus_one_one", lpips_scale=1, resolution=(1200, 800),
-        )
         self._finish_splits(
             {
                 "train": split_items["train"],

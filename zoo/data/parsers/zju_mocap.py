@@ -29,14 +29,19 @@ Protocols (§1E), choosing ``splits`` over frame positions ``f`` (0-based positi
 * ``"mono_3dgs_avatar"`` (default for the raw release): train = camera position 0, frames
   ``[0, N)`` (377: 570, 386/387: 540, 394: 475, 392/393: all); test_view = the other cameras on
   frames ``0..N`` every ``test_every``; test_pose = the other cameras on frames ``N..end`` every
-  ``test_every``. Full image, black background, VGG LPIPS on correctly scaled inputs, 512x512.
+  ``test_every``. Evaluation preset ``"zju_mocap"`` (full image, black background, VGG LPIPS on
+  correctly scaled inputs, 512x512).
 * ``"neuralbody_4view"``: train = camera positions 0, 6, 12, 18 on frames 313: 0–59,
   315: 0–399, 390: 700–999, others 0–299; test_view = the other cameras on those frames every
   ``test_every``; test_pose = the other cameras on the remaining frames every ``test_every``.
-  Box-cropped metrics, black background, 512x512.
+  Evaluation preset ``"zju_mocap_neuralbody"`` (box-cropped metrics, black background, 512x512).
 * ``"refined"`` (default for ``my_*``, Instant-NVR / GauHuman): train = camera position 4,
   frames 0..495 step 5; test_view = the other cameras on frames 0..480 step 30; test_pose = the
-  other cameras on frames 500.. step 30. VGG LPIPS fed [0, 1] as-is, 512x512.
+  other cameras on frames 500.. step 30. Evaluation preset ``"zju_mocap_refined"`` (VGG LPIPS
+  fed [0, 1] as-is, 512x512).
+
+The evaluation presets live in :mod:`zoo.data.protocols`; ``eval_protocol=`` picks another of
+ZJU-MoCap's (e.g. ``"zju_mocap_gomavatar"`` for GoMAvatar's LPIPS x1000) without changing splits.
 
 For subjects not in these tables (e.g. synthetic ones) the frame ranges derive from the number of
 frames F: training frames are the first ``ceil(0.8 F)`` (at most F − 1), test frames are taken
@@ -64,15 +69,22 @@ from zoo.data.schema import (
     MissingFileError,
     NativeFrame,
     evenly_spaced,
-    make_protocol,
     read_image_rgb,
     read_mask_png,
     require_file,
 )
+from zoo.data.protocols import protocol_for
 
 __all__ = ["ZJUMoCap", "undistortion_maps", "remap", "RemapTable", "PROTOCOLS"]
 
+#: Split protocols (the ``protocol=`` option).
 PROTOCOLS = ("mono_3dgs_avatar", "neuralbody_4view", "refined")
+#: The evaluation preset (zoo.data.protocols) each split protocol uses unless ``eval_protocol=`` says otherwise.
+_EVAL_PRESETS: dict[str, str] = {
+    "mono_3dgs_avatar": "zju_mocap",
+    "neuralbody_4view": "zju_mocap_neuralbody",
+    "refined": "zju_mocap_refined",
+}
 
 #: 3DGS-Avatar monocular training frame counts (None = all frames), DATASETS.md §1E.
 _MONO_TRAIN_FRAMES: dict[str, int | None] = {"377": 570, "386": 540, "387": 540, "394": 475, "392": None, "393": None}
@@ -226,7 +238,11 @@ class ZJUMoCap(FrameSequence):
         root: the subject folder holding ``annots.npy`` (or the dataset folder with ``subject=``).
         subject: subject folder name inside ``root`` (e.g. ``"CoreView_377"``), optional.
         protocol: ``"auto"`` (``"refined"`` for the refined release, else ``"mono_3dgs_avatar"``),
-            ``"mono_3dgs_avatar"``, ``"neuralbody_4view"`` or ``"refined"``.
+            ``"mono_3dgs_avatar"``, ``"neuralbody_4view"`` or ``"refined"``: the splits, and the
+            default evaluation preset.
+        eval_protocol: evaluation preset (:mod:`zoo.data.protocols`), one of
+            ``DATASET_PROTOCOLS["zju_mocap"]``; None = the split protocol's preset (``"zju_mocap"``,
+            ``"zju_mocap_neuralbody"`` or ``"zju_mocap_refined"``).
         smpl_params: ``"auto"`` (``new_params/`` if present, else ``params/``; ``smpl_params/``
             for the refined release), or a folder name to force.
         mask_source: ``"auto"`` (OR of ``mask_cihp/`` and ``mask/`` where present),
@@ -253,6 +269,7 @@ class ZJUMoCap(FrameSequence):
         *,
         subject: str | None = None,
         protocol: str = "auto",
+        eval_protocol: str | None = None,
         smpl_params: str = "auto",
         mask_source: str = "auto",
         body_models: str | Path | None = None,
@@ -265,6 +282,9 @@ class ZJUMoCap(FrameSequence):
         crop: str | Sequence[int] | None = None,
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
+        if protocol != "auto" and protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be 'auto' or one of {PROTOCOLS}, got {protocol!r}")
+        chosen_eval = None if eval_protocol is None else protocol_for("zju_mocap", eval_protocol)
         root = Path(root)
         if subject is not None:
             root = root / subject
@@ -371,10 +391,8 @@ class ZJUMoCap(FrameSequence):
         # ---- protocol and splits (§1E)
         if protocol == "auto":
             protocol = "refined" if self.refined else "mono_3dgs_avatar"
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be 'auto' or one of {PROTOCOLS}, got {protocol!r}")
         self.protocol_name = protocol
-        self.protocol = self._make_protocol(protocol)
+        self.protocol = chosen_eval if chosen_eval is not None else protocol_for("zju_mocap", _EVAL_PRESETS[protocol])
         self._finish_splits(
             self._make_splits(protocol, train_cameras, train_frames, int(test_every), len(frame_ids), num_cams)
         )
@@ -471,24 +489,7 @@ class ZJUMoCap(FrameSequence):
             self._pelvis_cache[key] = rest_joints(self.body_models, betas, "smpl", self.gender)[0]
         return self._pelvis_cache[key]
 
-    # -- protocol and splits ------------------------------------------------------------------------
-
-    @staticmethod
-    def _make_protocol(name: str) -> dict[str, Any]:
-        if name == "mono_3dgs_avatar":
-            return make_protocol(
-                name, crop="full", background=(0.0, 0.0, 0.0), lpips_net="vgg", lpips_input="minus_one_one",
-                lpips_scale=1, resolution=(512, 512),
-            )
-        if name == "neuralbody_4view":
-            return make_protocol(
-                name, crop="bbox", background=(0.0, 0.0, 0.0), lpips_net="vgg", lpips_input="minus_one_one",
-                lpips_scale=1, resolution=(512, 512),
-            )
-        return make_protocol(
-            name, crop="full", background=(0.0, 0.0, 0.0), lpips_net="vgg", lpips_input="zero_one_as_is",
-            lpips_scale=1, resolution=(512, 512),
-        )
+    # -- splits -------------------------------------------------------------------------------------
 
     def _make_splits(
         self,
