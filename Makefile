@@ -23,7 +23,7 @@ weights: $(STAMP)
 	$(PY) -m zoo.core.lpips fetch
 
 demo: weights
-	$(PY) -m zoo demo
+	$(PY) train.py method=gaussian_avatar data=synthetic experiment=gaussian_avatar_demo logger=csv
 
 test: weights
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -77,3 +77,22 @@ def test_schedule_value():
     assert schedule_value({"start": 10.0, "end": 1.0, "ramp_steps": 100}, 50) == pytest.approx(5.5)
     assert schedule_value({"start": 10.0, "end": 1.0, "ramp_steps": 100, "decay": "exp"}, 50) == pytest.approx(10 ** 0.5)
     assert schedule_value({"start": 10.0, "end": 1.0, "ramp_steps": 100}, 1000) == pytest.approx(1.0)
+
+
+def test_loggers_build_offline_without_api_key(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from zoo.runner import build_logger
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose("train", ["logger=wandb"])
+    cfg.run_dir = str(tmp_path)
+    logger = build_logger(cfg, tmp_path)
+    assert isinstance(logger, WandbLogger)
+    assert logger._offline is True  # nothing leaves the machine without a key
+    assert logger._wandb_init["group"] == "gaussian_avatar_synthetic"  # runs grouped by method and data
+    cfg = compose("train", ["logger=csv"])
+    assert isinstance(build_logger(cfg, tmp_path), CSVLogger)
+    bad = compose("train", ["logger=csv", "logger.kind=tensorboard"])
+    with pytest.raises(ConfigError, match="wandb or csv"):
+        build_logger(bad, tmp_path)

@@ -22,7 +22,7 @@ they are an Adam parameter group with that learning rate — frames outside the 
 and Adam leaves them unchanged.
 
 Losses: `l1`·L1 + `ssim`·(1−SSIM) + `lpips`·LPIPS (from a configurable step) + `scale`·mean
-squared relative scale + `offset`·mean squared offset (decaying) + `feature`·feature-tensor L2;
+scale (metres) + `offset`·mean squared offset norm (m², decaying) + `feature`·feature-tensor L2;
 predicted scales are multiplied by a warm-up ramp over the first `scale_warmup_steps`.
 """
 from __future__ import annotations
@@ -265,8 +265,9 @@ class GaussianAvatar(AvatarModule):
         terms = {
             "l1": self.weight("l1") * l1_loss(pred, gt),
             "ssim": self.weight("ssim") * (1.0 - ssim(pred, gt)),
-            "scale": self.weight("scale") * (out["scale"] / self.base_scale).pow(2).mean(),
-            "offset": self.weight("offset") * (out["offset"] / float(self.cfg.offset_scale)).pow(2).mean(),
+            # priors in metric units, as in the paper: weak pulls towards small Gaussians on the surface
+            "scale": self.weight("scale") * out["scale"].mean(),
+            "offset": self.weight("offset") * out["offset"].pow(2).sum(-1).mean(),
             "feature": self.weight("feature") * self.feature_tensor.pow(2).mean(),
         }
         w = self.weight("lpips")
