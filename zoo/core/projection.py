@@ -19,6 +19,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from zoo.core.quaternion import quat_to_matrix
+
 __all__ = [
     "ALPHA_THRESHOLD",
     "MAX_BOX_EXTEND",
@@ -51,23 +53,16 @@ _SH_C3 = (
 def quat_to_rotmat(quats: Tensor) -> Tensor:
     """Rotation matrices from (not necessarily normalised) wxyz quaternions.
 
+    The quaternions are normalised first (norm clamped at ``1e-12``): this is
+    :func:`zoo.core.quaternion.quat_to_matrix`, the one implementation the core shares.
+
     Args:
         quats: Quaternions ``(w, x, y, z)``. ``[..., 4]``
 
     Returns:
         Rotation matrices. ``[..., 3, 3]``
     """
-    q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    xx, yy, zz = x * x, y * y, z * z
-    xy, xz, yz = x * y, x * z, y * z
-    wx, wy, wz = w * x, w * y, w * z
-    rows = [
-        1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy),
-        2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx),
-        2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
+    return quat_to_matrix(quats)
 
 
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:

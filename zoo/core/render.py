@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -119,21 +119,35 @@ def _shape(t: Optional[Tensor]) -> str:
     return "None" if t is None else str(list(t.shape))
 
 
-def _check_inputs(
-    means: Tensor,
-    quats: Optional[Tensor],
-    scales: Optional[Tensor],
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    sh_degree: Optional[int],
-    backgrounds: Optional[Tensor],
-    covars: Optional[Tensor],
-) -> Tuple[Tuple[int, ...], int, int]:
-    """Validates gsplat's argument shapes; returns ``(batch_dims, N, C)``."""
+class _Inputs(NamedTuple):
+    """:func:`rasterize`'s scene arguments, validated and completed by :func:`_check_inputs`.
+
+    Shapes are those of :func:`rasterize`'s docstring. Once checked, ``width`` and ``height``
+    are ints, ``batch`` holds the leading batch dims ``[...]``, ``n`` the number of Gaussians
+    and ``c`` the number of cameras (None before).
+    """
+
+    means: Tensor
+    quats: Optional[Tensor]
+    scales: Optional[Tensor]
+    covars: Optional[Tensor]
+    opacities: Tensor
+    colors: Tensor
+    sh_degree: Optional[int]
+    backgrounds: Optional[Tensor]
+    viewmats: Tensor
+    Ks: Tensor
+    width: int
+    height: int
+    batch: Optional[Tuple[int, ...]] = None
+    n: Optional[int] = None
+    c: Optional[int] = None
+
+
+def _check_inputs(inputs: _Inputs) -> _Inputs:
+    """Validates gsplat's argument shapes; returns ``inputs`` with int sizes and ``(batch_dims, N, C)`` set."""
+    (means, quats, scales, covars, opacities, colors, sh_degree, backgrounds,
+     viewmats, Ks, width, height) = inputs[:12]  # fmt: skip
     for name, value in (("means", means), ("opacities", opacities), ("colors", colors),
                         ("viewmats", viewmats), ("Ks", Ks)):  # fmt: skip
         if not isinstance(value, Tensor):
@@ -188,7 +202,7 @@ def _check_inputs(
             raise ValueError(f"rasterize: backgrounds must have shape [{bstr}{c}, {d}], got {_shape(backgrounds)}")
     if int(width) != width or int(height) != height or width <= 0 or height <= 0:
         raise ValueError(f"rasterize: width and height must be positive ints, got {width}x{height}")
-    return batch, n, c
+    return inputs._replace(width=int(width), height=int(height), batch=batch, n=n, c=c)
 
 
 def rasterize(
@@ -292,8 +306,8 @@ def rasterize(
         raise ValueError(f"rasterize: backend must be one of {BACKENDS}, got {backend!r}")
     if rasterize_mode not in ("classic", "antialiased"):
         raise ValueError(f"rasterize: rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
-    batch, n, c = _check_inputs(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, covars
+    inputs = _check_inputs(
+        _Inputs(means, quats, scales, covars, opacities, colors, sh_degree, backgrounds, viewmats, Ks, width, height)
     )
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
@@ -334,43 +348,29 @@ def rasterize(
     if tile_size is not None and (int(tile_size) != tile_size or tile_size <= 0):
         raise ValueError(f"rasterize: tile_size must be a positive int or None, got {tile_size!r}")
     return _rasterize_torch(
-        means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),
-        batch=batch, n=n, c=c, near_plane=near_plane, far_plane=far_plane,
-        radius_clip=radius_clip, eps2d=eps2d, sh_degree=sh_degree, packed=packed,
-        tile_size=tile_size, backgrounds=backgrounds, render_mode=render_mode, absgrad=absgrad,
-        antialiased=rasterize_mode == "antialiased", covars=covars, chunk_budget=int(chunk_budget),
+        inputs, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d,
+        packed=packed, tile_size=tile_size, render_mode=render_mode, absgrad=absgrad,
+        antialiased=rasterize_mode == "antialiased", chunk_budget=int(chunk_budget),
     )  # fmt: skip
 
 
 def _rasterize_torch(
-    means: Tensor,
-    quats: Optional[Tensor],
-    scales: Optional[Tensor],
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
+    inputs: _Inputs,
     *,
-    batch: Tuple[int, ...],
-    n: int,
-    c: int,
     near_plane: float,
     far_plane: float,
     radius_clip: float,
     eps2d: float,
-    sh_degree: Optional[int],
     packed: bool,
     tile_size: Optional[int],
-    backgrounds: Optional[Tensor],
     render_mode: str,
     absgrad: bool,
     antialiased: bool,
-    covars: Optional[Tensor],
     chunk_budget: int,
 ) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
     """The pure-PyTorch backend of :func:`rasterize` (arguments already validated)."""
+    (means, quats, scales, covars, opacities, colors, sh_degree, backgrounds,
+     viewmats, Ks, width, height, batch, n, c) = inputs  # fmt: skip
     nb = math.prod(batch)
     n_images = nb * c
     device = means.device

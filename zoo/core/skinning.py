@@ -11,7 +11,9 @@ Conventions (shared with the rest of ``zoo.core``):
 
 Everything is differentiable with respect to points, weights, transforms and quaternions.
 :func:`query_weights` picks its candidate triangles without gradients (a KD-tree), then computes
-closest points and interpolated weights with differentiable torch operations.
+closest points and interpolated weights with differentiable torch operations. The quaternion
+helpers (:func:`normalise`, :func:`quat_to_matrix`, :func:`matrix_to_quat`, :func:`quat_multiply`)
+are defined in :mod:`zoo.core.quaternion` and re-exported here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+# The quaternion helpers live in zoo.core.quaternion (shared with the renderer); they are part of
+# this module's public names too.
+from zoo.core.quaternion import matrix_to_quat, normalise, quat_multiply, quat_to_matrix
 
 __all__ = [
     "normalise",
@@ -39,114 +45,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
-# Quaternion helpers
+# Rigid transforms
 # ----------------------------------------------------------------------------------------------
-
-
-def normalise(q: Tensor, eps: float = 1e-12) -> Tensor:
-    """Scale vectors (typically quaternions) to unit length.
-
-    Args:
-        q: ``[..., D]`` vectors.
-        eps: lower bound on the norm, so a zero vector stays finite.
-
-    Returns:
-        ``[..., D]`` unit vectors.
-    """
-    return q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
-def quat_to_matrix(q: Tensor) -> Tensor:
-    """Rotation matrices of ``wxyz`` quaternions (normalised first).
-
-    Args:
-        q: ``[..., 4]`` quaternions ``(w, x, y, z)``.
-
-    Returns:
-        ``[..., 3, 3]`` rotation matrices.
-    """
-    w, x, y, z = normalise(q).unbind(-1)
-    xx, yy, zz = x * x, y * y, z * z
-    xy, xz, yz = x * y, x * z, y * z
-    wx, wy, wz = w * x, w * y, w * z
-    rows = (
-        1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy),
-        2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx),
-        2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy),
-    )
-    return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
-
-
-def matrix_to_quat(R: Tensor) -> Tensor:
-    """Unit ``wxyz`` quaternions of rotation matrices, with ``w >= 0``.
-
-    Uses the numerically stable branch (largest of ``4w², 4x², 4y², 4z²``) per matrix, so it is
-    accurate for every rotation, including half turns. Differentiable almost everywhere.
-
-    Args:
-        R: ``[..., 3, 3]`` rotation matrices.
-
-    Returns:
-        ``[..., 4]`` quaternions ``(w, x, y, z)``.
-    """
-    m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
-    m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
-    m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
-    # 4 * (w², x², y², z²); the largest is >= 1 for a rotation, so its branch divides safely.
-    t = torch.stack(
-        [
-            1 + m00 + m11 + m22,
-            1 + m00 - m11 - m22,
-            1 - m00 + m11 - m22,
-            1 - m00 - m11 + m22,
-        ],
-        dim=-1,
-    )
-    # Clamping keeps the branches that are not chosen finite (their gradient is masked anyway).
-    s = 2.0 * torch.sqrt(t.clamp_min(0.1))  # [..., 4]: 4w, 4x, 4y, 4z on the chosen branch
-    a = m21 - m12  # 4wx
-    b = m02 - m20  # 4wy
-    c = m10 - m01  # 4wz
-    d = m01 + m10  # 4xy
-    e = m02 + m20  # 4xz
-    f = m12 + m21  # 4yz
-    cand = torch.stack(
-        [
-            torch.stack([s[..., 0] / 4, a / s[..., 0], b / s[..., 0], c / s[..., 0]], -1),
-            torch.stack([a / s[..., 1], s[..., 1] / 4, d / s[..., 1], e / s[..., 1]], -1),
-            torch.stack([b / s[..., 2], d / s[..., 2], s[..., 2] / 4, f / s[..., 2]], -1),
-            torch.stack([c / s[..., 3], e / s[..., 3], f / s[..., 3], s[..., 3] / 4], -1),
-        ],
-        dim=-2,
-    )  # [..., 4 branches, 4]
-    best = t.argmax(dim=-1)  # [...]
-    idx = best[..., None, None].expand(best.shape + (1, 4))
-    q = torch.gather(cand, -2, idx).squeeze(-2)
-    sign = torch.where(q[..., :1] < 0, -torch.ones_like(q[..., :1]), torch.ones_like(q[..., :1]))
-    return normalise(q * sign)
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product ``a * b`` of ``wxyz`` quaternions (rotation ``b`` first, then ``a``).
-
-    Args:
-        a: ``[..., 4]`` quaternions.
-        b: ``[..., 4]`` quaternions (broadcast against ``a``).
-
-    Returns:
-        ``[..., 4]`` products; ``quat_to_matrix(a * b) = quat_to_matrix(a) @ quat_to_matrix(b)``.
-    """
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 def rigid_inverse(T: Tensor) -> Tensor:
@@ -193,6 +93,36 @@ def _batched_transforms(transforms: Tensor) -> Tensor:
     return transforms
 
 
+def _batched_bones(weights: Tensor, transforms: Tensor) -> Tuple[Tensor, Tensor]:
+    """Weights ``[B, N, J]`` and transforms ``[B, J, 4, 4]``, checked to agree on ``B`` and ``J``."""
+    transforms = _batched_transforms(transforms)
+    B, J = transforms.shape[:2]
+    W = _batched_weights(weights, B)
+    if W.shape[-1] != J:
+        raise ValueError(f"weights have {W.shape[-1]} bones but transforms have {J}")
+    return W, transforms
+
+
+def _batched_rows(x: Tensor, W: Tensor, width: int, name: str, noun: str) -> Tensor:
+    """Per-point inputs ``[N, width]`` or ``[B, N, width]`` as ``[B, N, width]``, one per row of ``W``.
+
+    Args:
+        x: the inputs (points, quaternions).
+        W: ``[B, N, J]`` weights from :func:`_batched_bones`.
+        width: the last dimension ``x`` must have.
+        name: the argument's name in error messages.
+        noun: what one row of ``x`` is, in error messages.
+    """
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() != 3 or x.shape[-1] != width:
+        raise ValueError(f"{name} must be [N, {width}] or [B, N, {width}], got {tuple(x.shape)}")
+    x = x.expand(W.shape[0], -1, -1)
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"{x.shape[1]} {noun} but {W.shape[1]} weight rows")
+    return x
+
+
 def lbs_matrices(weights: Tensor, transforms: Tensor) -> Tensor:
     """Per-point blended transforms ``sum_j w_nj T_j``.
 
@@ -203,11 +133,8 @@ def lbs_matrices(weights: Tensor, transforms: Tensor) -> Tensor:
     Returns:
         ``[B, N, 4, 4]`` blended transforms (not rigid in general).
     """
-    transforms = _batched_transforms(transforms)
+    W, transforms = _batched_bones(weights, transforms)
     B, J = transforms.shape[:2]
-    W = _batched_weights(weights, B)
-    if W.shape[-1] != J:
-        raise ValueError(f"weights have {W.shape[-1]} bones but transforms have {J}")
     return (W @ transforms.reshape(B, J, 16)).reshape(B, -1, 4, 4)
 
 
@@ -222,18 +149,9 @@ def lbs_points(points: Tensor, weights: Tensor, transforms: Tensor) -> Tensor:
     Returns:
         ``[B, N, 3]`` skinned points.
     """
-    transforms = _batched_transforms(transforms)
+    W, transforms = _batched_bones(weights, transforms)
     B, J = transforms.shape[:2]
-    W = _batched_weights(weights, B)
-    if W.shape[-1] != J:
-        raise ValueError(f"weights have {W.shape[-1]} bones but transforms have {J}")
-    if points.dim() == 2:
-        points = points.unsqueeze(0)
-    if points.dim() != 3 or points.shape[-1] != 3:
-        raise ValueError(f"points must be [N, 3] or [B, N, 3], got {tuple(points.shape)}")
-    points = points.expand(B, -1, -1)
-    if points.shape[1] != W.shape[1]:
-        raise ValueError(f"{points.shape[1]} points but {W.shape[1]} weight rows")
+    points = _batched_rows(points, W, 3, "points", "points")
     A = (W @ transforms[:, :, :3, :].reshape(B, J, 12)).reshape(B, -1, 3, 4)  # [B, N, 3, 4]
     return (A[..., :3] @ points.unsqueeze(-1)).squeeze(-1) + A[..., 3]
 
@@ -299,18 +217,9 @@ def lbs_quats(quats: Tensor, weights: Tensor, transforms: Tensor, iterations: in
     Returns:
         ``[B, N, 4]`` unit quaternions ``wxyz``.
     """
-    transforms = _batched_transforms(transforms)
+    W, transforms = _batched_bones(weights, transforms)
     B, J = transforms.shape[:2]
-    W = _batched_weights(weights, B)
-    if W.shape[-1] != J:
-        raise ValueError(f"weights have {W.shape[-1]} bones but transforms have {J}")
-    if quats.dim() == 2:
-        quats = quats.unsqueeze(0)
-    if quats.dim() != 3 or quats.shape[-1] != 4:
-        raise ValueError(f"quats must be [N, 4] or [B, N, 4], got {tuple(quats.shape)}")
-    quats = quats.expand(B, -1, -1)
-    if quats.shape[1] != W.shape[1]:
-        raise ValueError(f"{quats.shape[1]} quaternions but {W.shape[1]} weight rows")
+    quats = _batched_rows(quats, W, 4, "quats", "quaternions")
     rots = transforms[:, :, :3, :3]  # [B, J, 3, 3]
     M = (W @ rots.reshape(B, J, 9)).reshape(B, -1, 3, 3)
     dominant = W.argmax(dim=-1)  # [B, N]

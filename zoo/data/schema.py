@@ -65,6 +65,8 @@ __all__ = [
     "read_mask_png",
     "require_file",
     "require_dir",
+    "subject_dir",
+    "load_npy_dict",
     "evenly_spaced",
 ]
 
@@ -397,6 +399,46 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise MissingFileError(f"{path}: missing folder; expected {what}")
     return path
+
+
+def subject_dir(root: str | Path, subject: str | None, what: str) -> Path:
+    """The folder a parser reads: ``root``, or ``root / subject``, checked with :func:`require_dir`.
+
+    Args:
+        root: the subject / sequence folder, or the folder holding ``subject``.
+        subject: a subfolder of ``root`` to read, or None for ``root`` itself.
+        what: a short description of what the folder should hold.
+
+    Raises:
+        MissingFileError: if the folder does not exist.
+    """
+    root = Path(root)
+    if subject is not None:
+        root = root / subject
+    return require_dir(root, what)
+
+
+def load_npy_dict(path: Path, what: str) -> dict[str, Any]:
+    """Load a dict saved with ``np.save`` (a pickled 0-d object array).
+
+    Args:
+        path: the ``.npy`` file.
+        what: a short description of what the dict should hold (named in every error).
+
+    Raises:
+        MissingFileError: if the file does not exist.
+        DatasetError: if it cannot be loaded or does not hold a dict.
+    """
+    require_file(path, what)
+    try:
+        obj = np.load(path, allow_pickle=True)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot load ({exc}); expected {what}") from exc
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}: expected a pickled dict saved with np.save ({what}), got {type(obj).__name__}")
+    return obj
 
 
 def read_image_rgb(path: Path) -> np.ndarray:

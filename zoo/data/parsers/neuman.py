@@ -65,10 +65,12 @@ from zoo.data.schema import (
     FrameSequence,
     MissingFileError,
     NativeFrame,
+    load_npy_dict,
     read_image_rgb,
     read_mask_png,
     require_dir,
     require_file,
+    subject_dir,
 )
 from zoo.data.protocols import protocol_for
 
@@ -379,10 +381,7 @@ class NeuMan(FrameSequence):
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
         self.protocol = protocol_for("neuman", eval_protocol)
-        root = Path(root)
-        if subject is not None:
-            root = root / subject
-        require_dir(root, "a NeuMan sequence folder with images/, sparse/, segmentations/")
+        root = subject_dir(root, subject, "a NeuMan sequence folder with images/, sparse/, segmentations/")
         self.root = root
         self.subject = root.name
         self.model_type = "smpl"
@@ -409,15 +408,7 @@ class NeuMan(FrameSequence):
         if not isinstance(person, dict) or "pose" not in person or "betas" not in person:
             raise DatasetError(f"{smpl_path}: person {person_id} must hold 'pose' and 'betas' lists")
         align_path = root / "alignments.npy"
-        require_file(align_path, "alignments.npy {basename: (4,3)}")
-        try:
-            alignments = np.load(align_path, allow_pickle=True)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DatasetError(f"{align_path}: cannot load ({exc})") from exc
-        if isinstance(alignments, np.ndarray) and alignments.dtype == object and alignments.shape == ():
-            alignments = alignments.item()
-        if not isinstance(alignments, dict):
-            raise DatasetError(f"{align_path}: expected a pickled dict {{basename: (4,3)}}")
+        alignments = load_npy_dict(align_path, "alignments.npy {basename: (4,3)}")
 
         depth_dir = root / "mono_depth"
         self.has_depth = bool(mono_depth) and depth_dir.is_dir()

@@ -48,6 +48,7 @@ from zoo.data.schema import (
     read_image_rgb,
     require_dir,
     require_file,
+    subject_dir,
 )
 from zoo.data.protocols import protocol_for
 
@@ -142,10 +143,9 @@ class PeopleSnapshot(FrameSequence):
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
         self.protocol = protocol_for("people_snapshot", eval_protocol)
-        root = Path(root)
-        if subject is not None:
-            root = root / subject
-        require_dir(root, "a PeopleSnapshot subject folder (InstantAvatar form) with cameras.npz, images/, masks/")
+        root = subject_dir(
+            root, subject, "a PeopleSnapshot subject folder (InstantAvatar form) with cameras.npz, images/, masks/"
+        )
         if pose_source not in ("auto", "anim_nerf", "poses"):
             raise ValueError(f"pose_source must be 'auto', 'anim_nerf' or 'poses', got {pose_source!r}")
         self.root = root

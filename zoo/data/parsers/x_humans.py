@@ -53,6 +53,7 @@ from zoo.data.schema import (
     read_image_rgb,
     require_dir,
     require_file,
+    subject_dir,
 )
 from zoo.data.protocols import protocol_for
 
@@ -111,10 +112,7 @@ class XHumans(FrameSequence):
     ) -> None:
         super().__init__(resolution=resolution, downscale=downscale, crop=crop)
         self.protocol = protocol_for("x_humans", eval_protocol)
-        root = Path(root)
-        if subject is not None:
-            root = root / subject
-        require_dir(root, "an X-Humans subject folder with gender.txt, train/ and test/")
+        root = subject_dir(root, subject, "an X-Humans subject folder with gender.txt, train/ and test/")
         if betas not in ("mean", "per_frame"):
             raise ValueError(f"betas must be 'mean' or 'per_frame', got {betas!r}")
         if int(frame_step) < 1:

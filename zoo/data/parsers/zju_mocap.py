@@ -69,6 +69,7 @@ from zoo.data.schema import (
     MissingFileError,
     NativeFrame,
     evenly_spaced,
+    load_npy_dict,
     read_image_rgb,
     read_mask_png,
     require_file,
@@ -205,19 +206,6 @@ def _subject_number(name: str) -> str:
     return match.group(1) if match else name
 
 
-def _load_npy_dict(path: Path, what: str) -> dict[str, Any]:
-    require_file(path, what)
-    try:
-        obj = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot load ({exc}); expected {what}") from exc
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-        obj = obj.item()
-    if not isinstance(obj, dict):
-        raise DatasetError(f"{path}: expected a pickled dict saved with np.save ({what}), got {type(obj).__name__}")
-    return obj
-
-
 def _param_array(params: dict[str, Any], key: str, width: int | None, path: Path) -> np.ndarray:
     if key not in params:
         raise DatasetError(f"{path}: missing key '{key}'; expected poses (1,72), Rh (1,3), Th (1,3), shapes (1,S)")
@@ -304,7 +292,7 @@ class ZJUMoCap(FrameSequence):
         self._pelvis_cache: dict[tuple[float, ...], np.ndarray] = {}
 
         annots_path = root / "annots.npy"
-        annots = _load_npy_dict(annots_path, "the ZJU-MoCap annotation dict {'cams', 'ims'}")
+        annots = load_npy_dict(annots_path, "the ZJU-MoCap annotation dict {'cams', 'ims'}")
         cams, ims = self._check_annots(annots, annots_path)
         num_cams = len(cams["K"])
         self.refined = self._detect_refined(ims, annots_path)
@@ -471,7 +459,7 @@ class ZJUMoCap(FrameSequence):
         return folder
 
     def _load_body(self, path: Path) -> dict[str, np.ndarray]:
-        params = _load_npy_dict(path, "an EasyMocap SMPL dict {poses (1,72), Rh (1,3), Th (1,3), shapes (1,10)}")
+        params = load_npy_dict(path, "an EasyMocap SMPL dict {poses (1,72), Rh (1,3), Th (1,3), shapes (1,10)}")
         poses = _param_array(params, "poses", 72, path)
         Rh = _param_array(params, "Rh", 3, path)
         Th = _param_array(params, "Th", 3, path)
