@@ -60,9 +60,10 @@ def test_every_parameter_gets_a_finite_gradient(name, tiny_data):
     for pname, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.grad is None or p.grad.abs().sum() == 0:
+        grad = p.grad.coalesce().values() if p.grad is not None and p.grad.is_sparse else p.grad
+        if grad is None or grad.abs().sum() == 0:
             missing.append(pname)
-        elif not torch.isfinite(p.grad).all():
+        elif not torch.isfinite(grad).all():
             bad.append(pname)
     assert not missing, f"parameters without gradient: {missing}"
     assert not bad, f"parameters with non-finite gradient: {bad}"

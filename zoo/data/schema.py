@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+import pickle
+
 import numpy as np
 import torch
 from PIL import Image
@@ -432,7 +434,7 @@ def load_npy_dict(path: Path, what: str) -> dict[str, Any]:
     require_file(path, what)
     try:
         obj = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise DatasetError(f"{path}: cannot load ({exc}); expected {what}") from exc
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()

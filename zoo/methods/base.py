@@ -5,7 +5,9 @@ A method subclasses `AvatarModule` and implements three things:
 * `render_batch(batch, background) -> dict` with `rgb [B,3,H,W]`, `alpha [B,1,H,W]` and optionally
   `depth [B,1,H,W]` plus whatever its losses need;
 * `loss_terms(batch, out, gt) -> dict[str, Tensor]` of already weighted scalar terms;
-* `param_groups() -> list[dict]` of optimizer groups (`params`, `lr`, `name`).
+* `param_groups() -> list[dict]` of optimizer groups (`params`, `lr`, `name`; optional
+  `lr_lambda(step)` multiplier, `schedule: False` to keep the lr fixed, `sparse: True` for
+  embeddings with sparse gradients, optimised by SparseAdam).
 
 Everything else — the training/validation/test steps, loss composition with every term logged,
 metrics (PSNR, SSIM, LPIPS on the full image and on the person crop, as the dataset's protocol
@@ -232,6 +234,19 @@ class AvatarModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         groups = [g for g in self.param_groups() if any(p.requires_grad for p in g["params"])]
+        # per-frame embeddings with sparse gradients: SparseAdam, stepped in on_after_backward, so
+        # rows of frames outside the batch keep still (dense Adam's momentum would drift them)
+        sparse = [g for g in groups if g.pop("sparse", False)]
+        groups = [g for g in groups if g not in sparse]
+        self._sparse_optimizer = None
+        if sparse:
+            for g in sparse:
+                g.pop("lr_lambda", None), g.pop("schedule", None)
+            self._sparse_optimizer = torch.optim.SparseAdam(sparse)
+            pending = getattr(self, "_pending_sparse_state", None)
+            if pending is not None:
+                self._sparse_optimizer.load_state_dict(pending)
+                self._pending_sparse_state = None
         if not groups:
             raise RuntimeError(f"{type(self).__name__} has no trainable parameters")
         # per-group extras stay out of the optimizer (its state dict must pickle)
@@ -258,6 +273,22 @@ class AvatarModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [make(own, sch) for own, sch in extras])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_after_backward(self) -> None:
+        """Step the sparse per-frame optimizer (if any) right after the shared backward pass."""
+        opt = getattr(self, "_sparse_optimizer", None)
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        opt = getattr(self, "_sparse_optimizer", None)
+        if opt is not None:
+            checkpoint["sparse_optimizer"] = opt.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # applied when configure_optimizers builds the sparse optimizer on resume
+        self._pending_sparse_state = checkpoint.get("sparse_optimizer")
 
     # ------------------------------------------------------------------ images
     def log_images(self, tag: str, batch: Dict[str, Any], pred: torch.Tensor) -> None:

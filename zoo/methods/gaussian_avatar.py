@@ -17,9 +17,8 @@ works after either stage: the pose encoder sees whatever pose it is given.
 
 Per-frame body pose and translation corrections are learnable embeddings (zero-initialised deltas
 on the dataset's fits), switched on after `pose_opt.start_step`, with their own learning rate.
-The paper uses SparseAdam (lr 5e-3); Lightning's automatic optimisation takes one optimizer, so here
-they are an Adam parameter group with that learning rate — frames outside the batch get no gradient
-and Adam leaves them unchanged.
+As in the paper they are sparse embeddings optimised by SparseAdam (lr 5e-3): rows of frames outside
+the batch do not move (a dense Adam's momentum would keep drifting them).
 
 Losses: `l1`·L1 + `ssim`·(1−SSIM) + `lpips`·LPIPS (from a configurable step) + `scale`·mean
 scale (metres) + `offset`·mean squared offset norm (m², decaying) + `feature`·feature-tensor L2;
@@ -168,8 +167,8 @@ class GaussianAvatar(AvatarModule):
         self.decoder = TexelDecoder(fc, int(c.decoder_hidden), int(c.decoder_layers), bool(c.batch_norm))
         num_frames = max(len(self.data_info.get("frame_ids", [])), 1)
         pose_dim = self.body.num_joints * 3 - 3
-        self.pose_delta = nn.Embedding(num_frames, pose_dim + 3)  # body pose + global orient
-        self.transl_delta = nn.Embedding(num_frames, 3)
+        self.pose_delta = nn.Embedding(num_frames, pose_dim + 3, sparse=True)  # body pose + global orient
+        self.transl_delta = nn.Embedding(num_frames, 3, sparse=True)
         nn.init.zeros_(self.pose_delta.weight)
         nn.init.zeros_(self.transl_delta.weight)
 
@@ -291,5 +290,5 @@ class GaussianAvatar(AvatarModule):
         ]
         if self.cfg.pose_opt.enabled:
             groups.append({"params": list(self.pose_delta.parameters()) + list(self.transl_delta.parameters()),
-                           "lr": float(self.cfg.pose_opt.lr), "name": "pose_opt", "schedule": False})
+                           "lr": float(self.cfg.pose_opt.lr), "name": "pose_opt", "sparse": True})
         return groups
