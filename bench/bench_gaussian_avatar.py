@@ -2,7 +2,7 @@
 camera, 7 novel-view cameras, held-out novel poses), trained on CPU: prints the person-crop and
 full-image metrics of both test splits and the wall time.
 
-    .venv/bin/python bench/bench_gaussian_avatar.py [--steps 3000] [--out runs/bench_ga]
+    .venv/bin/python bench/bench_gaussian_avatar.py [--steps 2000] [--out runs/bench_ga]
 
 The same run backs the slow test (tests/test_slow_gaussian_avatar.py) and the README numbers.
 """
@@ -22,8 +22,8 @@ def run(steps: int, out: Path, data_root: Path | None = None, extra: list[str] |
     """Train and test GaussianAvatar; returns metrics.json's content plus the wall time."""
     import train as train_script
 
-    args = ["method=gaussian_avatar", "data=synthetic", "logger=csv", f"run_dir={out}",
-            f"trainer.max_steps={steps}", f"trainer.val_check_interval={max(steps // 4, 1)}",
+    args = ["method=gaussian_avatar", "data=synthetic", "experiment=gaussian_avatar_synthetic", "logger=csv",
+            f"run_dir={out}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={max(steps // 8, 1)}",
             f"method.stage1_steps={steps // 2}", "trainer.enable_progress_bar=false"]
     if data_root is not None:
         args.append(f"data.root={data_root}")
@@ -38,7 +38,7 @@ def run(steps: int, out: Path, data_root: Path | None = None, extra: list[str] |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000, help="training steps")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps")
     parser.add_argument("--out", default="runs/bench_gaussian_avatar", help="run folder")
     parser.add_argument("--data-root", default=None, help="synthetic subject folder (default: configs/data/synthetic.yaml)")
     args = parser.parse_args()

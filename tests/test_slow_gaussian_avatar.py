@@ -17,7 +17,7 @@ def test_gaussian_avatar_reaches_the_psnr_bars(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_gaussian_avatar import run
 
-    result = run(steps=3000, out=tmp_path / "run", data_root=tmp_path / "data")
+    result = run(steps=2000, out=tmp_path / "run", data_root=tmp_path / "data")
     m = result["metrics"]
     print(f"\nGaussianAvatar: {m} in {result['wall_seconds']} s")
     assert m["test_view"]["psnr_crop"] >= 25.0

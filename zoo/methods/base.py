@@ -236,12 +236,10 @@ class AvatarModule(L.LightningModule):
         groups = [g for g in self.param_groups() if any(p.requires_grad for p in g["params"])]
         # per-frame embeddings with sparse gradients: SparseAdam, stepped in on_after_backward, so
         # rows of frames outside the batch keep still (dense Adam's momentum would drift them)
-        sparse = [g for g in groups if g.pop("sparse", False)]
-        groups = [g for g in groups if g not in sparse]
+        sparse = [{"params": g["params"], "lr": g["lr"], "name": g.get("name")} for g in groups if g.get("sparse")]
+        groups = [g for g in groups if not g.pop("sparse", False)]
         self._sparse_optimizer = None
         if sparse:
-            for g in sparse:
-                g.pop("lr_lambda", None), g.pop("schedule", None)
             self._sparse_optimizer = torch.optim.SparseAdam(sparse)
             pending = getattr(self, "_pending_sparse_state", None)
             if pending is not None:
