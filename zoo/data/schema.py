@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+import abc
 import pickle
 
 import numpy as np
@@ -569,7 +570,7 @@ class NativeFrame:
     K: np.ndarray | None = None
 
 
-class FrameSequence:
+class FrameSequence(abc.ABC):
     """Base class of every parser: frames, splits, protocol and the common resize options.
 
     Subclasses fill ``self.records`` (one :class:`FrameRecord` per item), ``self.splits``,
@@ -624,9 +625,9 @@ class FrameSequence:
 
     # -- subclass hook ------------------------------------------------------------------------
 
-    def _read(self, record: FrameRecord) -> NativeFrame:  # pragma: no cover - abstract
-        """Decode the pixels of one record at native resolution."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _read(self, record: FrameRecord) -> NativeFrame:
+        """Decode the pixels of one record at native resolution (each parser implements it)."""
 
     # -- public API ---------------------------------------------------------------------------
 

@@ -171,6 +171,9 @@ class GaussianAvatar(AvatarModule):
         self.transl_delta = nn.Embedding(num_frames, 3, sparse=True)
         nn.init.zeros_(self.pose_delta.weight)
         nn.init.zeros_(self.transl_delta.weight)
+        if not c.pose_opt.enabled:  # kept in the state dict (same keys either way), never trained
+            self.pose_delta.weight.requires_grad_(False)
+            self.transl_delta.weight.requires_grad_(False)
 
     # ---------------------------------------------------------------- stages and schedules
     @property
