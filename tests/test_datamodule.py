@@ -14,22 +14,8 @@ from zoo.data.parsers import PARSERS
 from zoo.data.schema import BODY_KEYS_SMPL, BODY_KEYS_SMPLX
 from zoo.data.writers import write
 
-try:  # pytest puts tests/ on sys.path (rootdir-less layout); fall back to the package path
-    from test_parsers import (  # noqa: F401 - fixtures are used by name
-        _neuman_capture,
-        _ps_capture,
-        _xh_capture,
-        _zju_capture,
-        body_env,
-    )
-except ImportError:  # pragma: no cover - when tests/ is a package
-    from tests.test_parsers import (  # noqa: F401
-        _neuman_capture,
-        _ps_capture,
-        _xh_capture,
-        _zju_capture,
-        body_env,
-    )
+# shared capture builders and the body-model fixture (pytest puts tests/ on sys.path)
+from test_parsers import _neuman_capture, _ps_capture, _xh_capture, _zju_capture, body_env  # noqa: F401
 
 
 @pytest.fixture
