@@ -148,3 +148,27 @@ def test_animate_command_renders_a_pose_file(tiny_subject, body_models_root, tmp
     assert img.shape == (32, 32, 3) and (img < 250).any()
     assert zoo_main(["animate", str(run / "checkpoints" / "last.ckpt"), "--pose", str(tmp_path / "nope.npz"),
                      "--out", str(out)]) == 2
+
+
+def test_smplx_subject_position_maps(tmp_path, body_models_root):
+    """GaussianAvatar on an SMPL-X subject (X-Humans layout): the UV pipeline and the pose encoder's
+    posed position map work for SMPL-X as for SMPL (a complaint about the original code)."""
+    from zoo.data.synthetic import ensure_synthetic
+
+    subject = ensure_synthetic(tmp_path / "xh", format="x_humans", subjects=1, frames=4, res=32, seed=1,
+                               body_models=body_models_root)
+    data_cfg = {"format": "x_humans", "root": str(subject), "options": {}}
+    dm = runner.build_datamodule(data_cfg, str(body_models_root))
+    dm.setup("fit")
+    info = runner.data_info(dm, data_cfg, str(body_models_root))
+    assert info["model_type"] == "smplx"
+    model = zoo.create("gaussian_avatar", preset="tiny", data_info=info)
+    assert model.body.num_joints == 55
+    model.train()
+    model.pin_step(10 ** 6)
+    batch = next(iter(dm.train_dataloader()))
+    out = model.render_batch(batch, torch.zeros(3))
+    assert out["rgb"].shape[-2:] == batch["image"].shape[-2:]
+    out["rgb"].mean().backward()
+    assert all(p.grad is not None for p in model.pose_encoder.parameters())
+    assert model.pose_delta.weight.shape[1] == 3 + 63  # root + SMPL-X body joints

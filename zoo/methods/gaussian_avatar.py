@@ -166,7 +166,7 @@ class GaussianAvatar(AvatarModule):
         self.pose_encoder = PoseEncoder(int(c.input_size), fr, int(c.encoder_channels), fc, int(c.encoder_depth))
         self.decoder = TexelDecoder(fc, int(c.decoder_hidden), int(c.decoder_layers), bool(c.batch_norm))
         num_frames = max(len(self.data_info.get("frame_ids", [])), 1)
-        pose_dim = self.body.num_joints * 3 - 3
+        pose_dim = 3 * self.body.num_body_joints  # body pose only (hands/face keep the fit)
         self.pose_delta = nn.Embedding(num_frames, pose_dim + 3, sparse=True)  # body pose + global orient
         self.transl_delta = nn.Embedding(num_frames, 3, sparse=True)
         nn.init.zeros_(self.pose_delta.weight)
