@@ -76,8 +76,8 @@ class AvatarModule(L.LightningModule):
     Args:
         cfg: the method config (configs/method/<name>.yaml plus deltas), a DictConfig or a dict.
         data_info: what the method must know about its training sequence (see
-            `zoo.data.datamodule.data_info`): num_frames, frame_ids, model_type, gender, betas,
-            height, width, protocol, body_models.
+            `zoo.runner.data_info`): subject, model_type, gender, betas, frame_ids, height, width,
+            protocol, test_splits, body_models, data.
     """
 
     method_name: str = "base"
@@ -93,7 +93,10 @@ class AvatarModule(L.LightningModule):
         self.protocol = EvalProtocol(**proto) if proto else EvalProtocol()
         bg = self.cfg.get("background", "black")
         self.train_background = bg
-        self._lpips_holder: List[LPIPSLoss] = []  # kept out of the state dict on purpose
+        # LPIPS for the loss and for the protocol's metric: parameter-free wrappers of the shared
+        # frozen networks (nothing in the state dict); built now so missing weights fail early
+        self.lpips = LPIPSLoss(net=str(self.cfg.get("lpips_net", "alex")))
+        self.lpips_metric = LPIPSLoss(net=self.protocol.lpips_net)
         self._val_acc = MetricAccumulator()
         self._test_accs: Dict[str, MetricAccumulator] = {}
         self.test_results: Dict[str, Dict[str, float]] = {}
@@ -123,15 +126,6 @@ class AvatarModule(L.LightningModule):
     def pin_step(self, step: Optional[int]) -> None:
         """Pin `step` to a value (None: follow the Trainer again)."""
         self._pinned_step = step
-
-    @property
-    def lpips(self) -> LPIPSLoss:
-        """The shared LPIPS network (frozen, not saved in checkpoints)."""
-        net = self.cfg.get("lpips_net", "alex")
-        if not self._lpips_holder or self._lpips_holder[0].net_name != net:
-            self._lpips_holder[:] = [LPIPSLoss(net=net)]
-        module = self._lpips_holder[0]
-        return module.to(self.device)
 
     def weight(self, name: str) -> float:
         """The (scheduled) weight `cfg.loss.<name>` at the current step."""
@@ -189,16 +183,8 @@ class AvatarModule(L.LightningModule):
         bg = self.background_color(training=False)
         out = self.render_batch(batch, bg)
         pred = out["rgb"].clamp(0, 1)
-        scores = evaluate_images(pred, batch["image"], batch["mask"], self.protocol, lpips=self.lpips_metric_net())
+        scores = evaluate_images(pred, batch["image"], batch["mask"], self.protocol, lpips=self.lpips_metric)
         return out, scores, pred
-
-    def lpips_metric_net(self):
-        """LPIPS network of the protocol's backbone, shared with the loss when they match."""
-        if self._lpips_holder and self._lpips_holder[0].net_name == self.protocol.lpips_net:
-            return self._lpips_holder[0].to(self.device)
-        if not hasattr(self, "_metric_lpips") or self._metric_lpips[0].net_name != self.protocol.lpips_net:
-            object.__setattr__(self, "_metric_lpips", [LPIPSLoss(net=self.protocol.lpips_net)])
-        return self._metric_lpips[0].to(self.device)
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         with torch.no_grad():
