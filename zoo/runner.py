@@ -1,7 +1,8 @@
 """What train.py and eval.py share: data module, logger, trainer, checkpoint loading, reporting.
 
 Errors a user can cause (a bad override, a missing data root or body model) are raised as
-`UserError` subclasses or FileNotFoundError; the entry points print them as one line and exit 2.
+`ConfigError` (a ValueError), FileNotFoundError or the data layer's DatasetError (a ValueError); the
+entry points print them as one line and exit 2.
 """
 from __future__ import annotations
 
