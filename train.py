@@ -41,8 +41,15 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    ckpt_cb = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/psnr",
-                              mode="max", save_last=True, save_top_k=1)
+    # model selection only on held-out validation items (never a test split); without any, the last
+    # checkpoint is the one scored, and metrics.json says so
+    if dm.has_validation:
+        selection = f"best val/psnr over {len(dm.split_indices(dm.val_split))} held-out validation items"
+        ckpt_cb = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/psnr",
+                                  mode="max", save_last=True, save_top_k=1)
+    else:
+        selection = "last checkpoint (the data has no validation items outside its test splits)"
+        ckpt_cb = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
     trainer = runner.build_trainer(cfg.trainer, run_dir, runner.build_logger(cfg, run_dir), [ckpt_cb])
     print(f"training {cfg.method.name} on {info['subject']} ({len(model.data_info['frame_ids'])} training frames) "
           f"-> {run_dir}")
@@ -55,11 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         model.test_results = {}
         trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
         results = model.test_results
-    print(runner.format_table(results))
+    baseline = runner.baseline_scores(dm, list(results)) if results else {}
+    print(runner.format_table(results, baseline))
     runner.write_json_atomic(run_dir / "metrics.json", {
         "method": str(cfg.method.name), "subject": info["subject"], "fit_seconds": round(fit_seconds, 1),
         "steps": int(trainer.global_step), "checkpoint": ckpt_cb.best_model_path or ckpt_cb.last_model_path,
-        "metrics": results,
+        "model_selection": selection, "protocol": info["protocol"], "metrics": results,
+        "baseline": {"method": "copy of the nearest training frame (zoo.baseline)", "metrics": baseline},
     })
     print(f"metrics: {run_dir / 'metrics.json'}  (trained {fit_seconds:.0f} s)")
     return 0

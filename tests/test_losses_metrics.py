@@ -378,20 +378,34 @@ def test_bbox_crop_scores_only_the_person_box(lpips_weights):
     assert math.isfinite(padded["psnr_crop"]) and padded["lpips_crop"] > 0
 
 
-def test_background_compositing_uses_the_gt_mask(lpips_weights):
+def test_only_the_ground_truth_is_composited(lpips_weights):
     gt = _random_images(13, (2, 3, 48, 48))
     mask = torch.zeros(2, 1, 48, 48)
     mask[..., 10:40, 5:30] = 1.0
-    pred = gt.clone()
-    pred[..., :10, :] = 0.0        # differences only where the mask is 0
-    pred[..., 40:, :] = 1.0
     white = metrics.EvalProtocol(background=(1.0, 1.0, 1.0))
-    scores = metrics.evaluate_images(pred, gt, mask, white)
+    # a render that matches the person and draws the protocol's white everywhere else is perfect
+    perfect = metrics.composite(gt, mask, (1.0, 1.0, 1.0))
+    scores = metrics.evaluate_images(perfect, gt, mask, white)
     assert math.isinf(scores["psnr"]) and math.isinf(scores["psnr_crop"])
-    assert scores["ssim"] == pytest.approx(1.0, abs=1e-6)
-    assert scores["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["ssim"] == pytest.approx(1.0, abs=1e-6) and scores["lpips"] == pytest.approx(0.0, abs=1e-6)
+    # differences only where the GT mask is 0 (floaters, a wrong silhouette) are scored, not hidden
+    pred = perfect.clone()
+    pred[..., :10, :] = 0.0
+    pred[..., 40:, :] = 0.5
+    scores = metrics.evaluate_images(pred, gt, mask, white)
+    mse = ((pred - perfect) ** 2).mean(dim=(1, 2, 3))
+    assert scores["psnr"] == pytest.approx(float((-10 * torch.log10(mse)).mean()), abs=1e-3)
+    assert math.isfinite(scores["psnr_crop"]) and scores["lpips"] > 0
+    assert "psnr_masked" not in scores
+    # a paper protocol that masks the prediction: its numbers under *_masked, the honest ones beside
+    paper = metrics.EvalProtocol(background=(1.0, 1.0, 1.0), mask_prediction=True, source="x/eval.py")
+    both = metrics.evaluate_images(pred, gt, mask, paper)
+    assert math.isinf(both["psnr_masked"]) and math.isinf(both["psnr_crop_masked"])
+    assert both["psnr"] == pytest.approx(scores["psnr"]) and both["lpips_masked"] == pytest.approx(0.0, abs=1e-6)
     raw = metrics.evaluate_images(pred, gt, mask, metrics.EvalProtocol(background=None))
     assert math.isfinite(raw["psnr"]) and raw["lpips"] > 0
+    with pytest.raises(ValueError, match="mask_prediction needs a background"):
+        metrics.EvalProtocol(background=None, mask_prediction=True)
     composited = metrics.composite(gt, mask, (1.0, 0.0, 0.5))
     assert torch.equal(composited[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.5]))
     assert torch.equal(composited[0, :, 20, 20], gt[0, :, 20, 20])

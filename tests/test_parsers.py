@@ -306,7 +306,11 @@ def test_zju_raw_roundtrip_and_splits(body_env: Path, tmp_path: Path):
     assert seq.splits["train"] == [f * 3 for f in range(7)]
     assert seq.splits["test_view"] == [1, 2]
     assert seq.splits["test_pose"] == [7 * 3 + 1, 7 * 3 + 2]
-    assert seq.splits["val"] == [1, 2]
+    # val: novel views (cameras 1, 2) of training frames 1..6, which no test split scores
+    held_out = [f * 3 + c for f in range(1, 7) for c in (1, 2)]
+    assert seq.splits["val"] == [held_out[i] for i in (0, 4, 7, 11)]
+    scored = set(seq.splits["test_view"]) | set(seq.splits["test_pose"]) | set(seq.splits["train"])
+    assert not scored & set(seq.splits["val"])
     nb = PARSERS["zju_mocap"](path, protocol="neuralbody_4view", test_every=3)
     assert [seq[i]["camera_id"] for i in nb.splits["train"]] == [0] * 7
     assert nb.protocol == get_protocol("zju_mocap_neuralbody") and nb.protocol["crop"] == "bbox"
@@ -497,7 +501,8 @@ def test_people_snapshot_roundtrip_splits_and_anim_nerf(body_env: Path, tmp_path
     assert seq.protocol == get_protocol("people_snapshot")
     assert {k: v for k, v in seq.protocol.items() if k != "source"} == {
         "name": "people_snapshot", "crop": "full", "bbox_pad": 0, "background": (1.0, 1.0, 1.0),
-        "lpips_net": "alex", "lpips_input": "zero_one_as_is", "lpips_scale": 1, "resolution": (540, 540)}
+        "lpips_net": "alex", "lpips_input": "zero_one_as_is", "lpips_scale": 1, "resolution": (540, 540),
+        "mask_prediction": False}
     by_id = {f.frame_id: f for f in cap.frames}
     check_roundtrip(seq, cap, body_env, lambda item: by_id[item["frame_id"]])
     # anim_nerf poses replace poses.npz for their split's frames only

@@ -159,21 +159,38 @@ def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
     return module
 
 
-def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    """Metrics as a fixed-width table: one row per split, one column per metric."""
+def baseline_scores(dm, splits: Sequence[str]) -> Dict[str, Dict[str, float]]:
+    """The copy-the-nearest-training-frame baseline (`zoo.baseline`) on the same splits and protocol."""
+    from zoo.baseline import nearest_frame_scores
+
+    return nearest_frame_scores(dm, splits=splits)
+
+
+def format_table(results: Mapping[str, Mapping[str, float]],
+                 baseline: Optional[Mapping[str, Mapping[str, float]]] = None) -> str:
+    """Metrics as a fixed-width table: one row per split, one column per metric; with `baseline`,
+    each split is followed by the nearest-training-frame baseline's row on the same frames."""
     if not results:
         return "(no test results)"
+    if baseline:
+        merged: Dict[str, Mapping[str, float]] = {}
+        for split, values in results.items():
+            merged[split] = values
+            if split in baseline:
+                merged[f"{split}:nearest"] = {k: v for k, v in baseline[split].items() if k != "frames"}
+        results = merged
     cols: List[str] = []
     for values in results.values():
         for key in values:
             if key not in cols:
                 cols.append(key)
     width = max(12, *(len(c) + 2 for c in cols))
-    head = f"{'split':<12}" + "".join(f"{c:>{width}}" for c in cols)
+    label = max(12, *(len(s) + 2 for s in results))
+    head = f"{'split':<{label}}" + "".join(f"{c:>{width}}" for c in cols)
     lines = [head, "-" * len(head)]
     for split, values in results.items():
         cells = "".join(f"{values[c]:>{width}.4f}" if c in values else f"{'-':>{width}}" for c in cols)
-        lines.append(f"{split:<12}" + cells)
+        lines.append(f"{split:<{label}}" + cells)
     return "\n".join(lines)
 
 

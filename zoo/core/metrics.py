@@ -220,8 +220,13 @@ class EvalProtocol:
             box from the GT mask, grown by `bbox_pad`, cut from both images). `evaluate_images`
             always returns both; this picks the headline keys (`primary_keys`).
         bbox_pad: pixels added on every side of the mask's bounding box (clamped to the image).
-        background: RGB in [0, 1] onto which both prediction and GT are composited with the GT mask
-            before scoring, or None to score the images as given.
+        background: RGB in [0, 1] onto which the *ground truth* is composited with its mask before
+            scoring (the prediction is scored as rendered: a method renders on this colour at
+            evaluation, so floaters and silhouette errors count), or None to score both as given.
+        mask_prediction: also composite the *prediction* with the GT mask, as a few papers' own
+            evaluation scripts do (name the file in `source`). The honest unmasked numbers keep the
+            plain keys (``psnr``...); the paper's masked ones come beside them as ``psnr_masked``...
+            It hides floaters outside the person, so it is never the default.
         lpips_net: LPIPS backbone, "alex" or "vgg".
         lpips_input: "minus_one_one" (images mapped to [-1, 1], the correct use) or
             "zero_one_as_is" ([0, 1] images fed unchanged, as several codebases do).
@@ -240,6 +245,7 @@ class EvalProtocol:
     lpips_scale: float = 1.0
     resolution: Optional[Tuple[int, int]] = None
     source: str = ""
+    mask_prediction: bool = False
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -264,6 +270,10 @@ class EvalProtocol:
             if len(resolution) != 2 or min(resolution) <= 0:
                 raise ValueError(f"EvalProtocol.resolution must be (H, W) or None, got {self.resolution!r}")
             object.__setattr__(self, "resolution", resolution)
+        if not isinstance(self.mask_prediction, bool):
+            raise ValueError(f"EvalProtocol.mask_prediction must be true or false, got {self.mask_prediction!r}")
+        if self.mask_prediction and self.background is None:
+            raise ValueError("EvalProtocol.mask_prediction needs a background to composite the prediction onto")
 
     @property
     def primary_keys(self) -> Tuple[str, str, str]:
@@ -370,9 +380,12 @@ def evaluate_images(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
 
     Steps: clamp the prediction to [0, 1]; resize all three to ``protocol.resolution`` if set and
     different (bilinear with antialiasing; the mask too, then thresholded at 0.5 for the box);
-    composite prediction and GT onto ``protocol.background`` with the GT mask if set; score the
-    full images; cut each image pair to its person box (`person_bbox` with ``protocol.bbox_pad``,
-    grown to the smallest size SSIM and the LPIPS backbone accept) and score the crops.
+    composite the *ground truth* onto ``protocol.background`` with its mask if set (the prediction
+    is scored as rendered, so anything it draws outside the person costs); score the full images;
+    cut each image pair to its person box (`person_bbox` with ``protocol.bbox_pad``, grown to the
+    smallest size SSIM and the LPIPS backbone accept) and score the crops. With
+    ``protocol.mask_prediction`` the whole scoring runs a second time on the prediction composited
+    with the GT mask too (the paper's way), under ``*_masked`` keys.
 
     Args:
         pred: rendered images `[B, 3, H, W]` in [0, 1].
@@ -388,7 +401,9 @@ def evaluate_images(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
 
     Returns:
         ``{"psnr", "ssim", "lpips"}`` and, with `crop_metrics`, ``{"psnr_crop", "ssim_crop",
-        "lpips_crop"}``. LPIPS is multiplied by ``protocol.lpips_scale``.
+        "lpips_crop"}``; with ``protocol.mask_prediction`` also the same keys with ``_masked``
+        appended (``psnr_masked``, ``psnr_crop_masked``...). LPIPS is multiplied by
+        ``protocol.lpips_scale``.
 
     Raises:
         ValueError: on mismatched or malformed shapes, or an unknown reduction.
@@ -412,29 +427,38 @@ def evaluate_images(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
             gt = F.interpolate(gt, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
             mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
         if protocol.background is not None:
-            pred = composite(pred, mask, protocol.background)
             gt = composite(gt, mask, protocol.background)
         network = _resolve_lpips_network(lpips, protocol.lpips_net, pred.device)
-
-        def score(p: torch.Tensor, g: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return (
-                psnr(p, g),
-                ssim(p, g),
-                lpips_score(p, g, protocol.lpips_net, protocol.lpips_input, protocol.lpips_scale, network),
-            )
-
-        results: Dict[str, torch.Tensor] = dict(zip(IMAGE_METRICS, score(pred, gt)))
-        if crop_metrics:
-            min_size = max(SSIM_MIN_SIDE, _lpips.MIN_SIDE[protocol.lpips_net])
-            per_image: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-            for b in range(pred.shape[0]):
-                y0, y1, x0, x1 = person_bbox(mask[b, 0], protocol.bbox_pad, min_size)
-                per_image.append(score(pred[b:b + 1, :, y0:y1, x0:x1], gt[b:b + 1, :, y0:y1, x0:x1]))
-            for index, metric in enumerate(IMAGE_METRICS):
-                results[f"{metric}_crop"] = torch.cat([values[index] for values in per_image])
+        results = _score_all(pred, gt, mask, protocol, network, crop_metrics)
+        if protocol.mask_prediction:
+            masked = _score_all(composite(pred, mask, protocol.background), gt, mask, protocol, network, crop_metrics)
+            results.update({f"{key}_masked": value for key, value in masked.items()})
     if reduction == "none":
         return results
     return {key: float(value.mean()) for key, value in results.items()}
+
+
+def _score_all(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, protocol: EvalProtocol,
+               network: _lpips.LPIPS, crop_metrics: bool) -> Dict[str, torch.Tensor]:
+    """Per-image full-image (and person-crop) PSNR, SSIM, LPIPS of prepared image pairs."""
+
+    def score(p: torch.Tensor, g: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            psnr(p, g),
+            ssim(p, g),
+            lpips_score(p, g, protocol.lpips_net, protocol.lpips_input, protocol.lpips_scale, network),
+        )
+
+    results: Dict[str, torch.Tensor] = dict(zip(IMAGE_METRICS, score(pred, gt)))
+    if crop_metrics:
+        min_size = max(SSIM_MIN_SIDE, _lpips.MIN_SIDE[protocol.lpips_net])
+        per_image: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for b in range(pred.shape[0]):
+            y0, y1, x0, x1 = person_bbox(mask[b, 0], protocol.bbox_pad, min_size)
+            per_image.append(score(pred[b:b + 1, :, y0:y1, x0:x1], gt[b:b + 1, :, y0:y1, x0:x1]))
+        for index, metric in enumerate(IMAGE_METRICS):
+            results[f"{metric}_crop"] = torch.cat([values[index] for values in per_image])
+    return results
 
 
 class MetricAccumulator:

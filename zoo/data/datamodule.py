@@ -208,11 +208,26 @@ class AvatarDataModule(L.LightningDataModule):
         return [name for name in self.test_splits if self.sequence.splits[name]]
 
     def split_indices(self, name: str) -> list[int]:
-        """Sequence indices served for split ``name`` (val subsampled by ``max_val_frames``)."""
+        """Sequence indices served for split ``name``.
+
+        The validation split (model selection) never serves an item that a test split scores:
+        items of ``val`` that are also in ``test_view`` or ``test_pose`` are dropped (e.g.
+        PeopleSnapshot's official val frame is the first test frame), then it is subsampled to
+        ``max_val_frames``. An empty result means no honest model selection is possible:
+        :attr:`has_validation` is False and training keeps the last checkpoint.
+        """
         indices = list(self.sequence.splits[name])
-        if name == self.val_split and self.max_val_frames is not None:
-            indices = evenly_spaced(indices, int(self.max_val_frames))
+        if name == self.val_split:
+            scored = {int(i) for test in ("test_view", "test_pose") for i in self.sequence.splits.get(test, [])}
+            indices = [i for i in indices if int(i) not in scored]
+            if self.max_val_frames is not None:
+                indices = evenly_spaced(indices, int(self.max_val_frames))
         return indices
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether held-out validation items exist (frames and cameras no test split scores)."""
+        return bool(self.split_indices(self.val_split))
 
     # -- Lightning hooks ------------------------------------------------------------------------
 

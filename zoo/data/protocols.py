@@ -85,11 +85,13 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     ),
     # ---- NeuMan (DATASETS.md §3E / §5) -------------------------------------------------------
     # ExAvatar tools/eval_neuman.py: human only, prediction and GT composited on white with the
-    # mask, native resolution, torchmetrics PSNR/SSIM, LPIPS alex on [-1,1].
+    # mask, native resolution, torchmetrics PSNR/SSIM, LPIPS alex on [-1,1]. Its masking of the
+    # prediction is replicated under the `*_masked` keys; the plain keys score the render as is.
     "neuman": make_protocol(
         "neuman", crop="full", background=_WHITE, lpips_net="alex", lpips_input="minus_one_one",
-        lpips_scale=1, resolution=None,
-        source="ExAvatar tools/eval_neuman.py (human only on white, LPIPS alex [-1,1])",
+        lpips_scale=1, resolution=None, mask_prediction=True,
+        source="mks0601/ExAvatar_RELEASE avatar/tools/eval_neuman.py (prediction and GT composited on white "
+        "with the mask: *_masked keys; LPIPS alex [-1,1])",
     ),
     # HUGS gs_trainer.validate: full-image and tight mask-bbox-crop metrics (the crop is the
     # headline), images as rendered, LPIPS alex fed [0,1] as-is.
@@ -106,16 +108,19 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         source="ml-neuman render_test_views.py (whole image incl. background, LPIPS alex [-1,1])",
     ),
     # ---- X-Humans (DATASETS.md §4D / §5) -----------------------------------------------------
-    # ExAvatar tools/eval_xhumans.py: full 800x1200 (W x H) images composited on white with the
-    # depth-derived mask, torchmetrics PSNR/SSIM, LPIPS alex on [-1,1].
+    # ExAvatar tools/eval_xhumans.py: full 800x1200 (W x H) images, prediction and GT composited
+    # on white with the depth-derived mask (replicated under `*_masked`), torchmetrics PSNR/SSIM,
+    # LPIPS alex on [-1,1].
     "x_humans": make_protocol(
         "x_humans", crop="full", background=_WHITE, lpips_net="alex", lpips_input="minus_one_one",
-        lpips_scale=1, resolution=(1200, 800),
-        source="ExAvatar tools/eval_xhumans.py (full 800x1200 image on white, LPIPS alex [-1,1])",
+        lpips_scale=1, resolution=(1200, 800), mask_prediction=True,
+        source="mks0601/ExAvatar_RELEASE@X-Humans tools/eval_xhumans.py (prediction and GT composited on "
+        "white with the depth mask: *_masked keys; LPIPS alex [-1,1])",
     ),
     # ---- the zoo's own synthetic subjects (any format) ---------------------------------------
     # Scored the correct way (LPIPS alex on [-1,1]) on white at the rendered size; the person-crop
-    # numbers (box padded by 4 px) come alongside in every evaluation.
+    # numbers (box padded by 4 px) come alongside in every evaluation. The prediction is never
+    # masked (schema.validate_protocol refuses mask_prediction here).
     "synthetic": make_protocol(
         "synthetic", crop="full", bbox_pad=4, background=_WHITE, lpips_net="alex", lpips_input="minus_one_one",
         lpips_scale=1, resolution=None,

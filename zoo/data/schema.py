@@ -131,6 +131,7 @@ PROTOCOL_KEYS = (
     "lpips_scale",
     "resolution",
     "source",
+    "mask_prediction",
 )
 
 
@@ -176,6 +177,7 @@ def make_protocol(
     lpips_scale: int = 1,
     resolution: Sequence[int] | None = None,
     source: str = "",
+    mask_prediction: bool = False,
 ) -> dict[str, Any]:
     """Build (and check) the plain protocol description a parser exposes as ``seq.protocol``.
 
@@ -188,15 +190,20 @@ def make_protocol(
         crop: ``"full"`` (whole image) or ``"bbox"`` (metrics on the person's box) as the headline
             numbers; both are always computed.
         bbox_pad: pixels added on every side of the person's box (from the GT mask), >= 0.
-        background: RGB in [0, 1] both prediction and ground truth are composited on with the
-            mask before scoring, or None to score the image as it is.
+        background: RGB in [0, 1] the ground truth is composited on with its mask before scoring
+            (the prediction is scored as rendered, on this background), or None to score the
+            images as they are.
         lpips_net: ``"alex"`` or ``"vgg"``.
         lpips_input: ``"minus_one_one"`` (images mapped correctly to [-1, 1]) or
             ``"zero_one_as_is"`` ([0, 1] images fed to a network expecting [-1, 1], as several
             codebases do).
         lpips_scale: 1, or 1000 for papers reporting LPIPS x 1000.
         resolution: ``(H, W)`` the paper evaluates at, or None for the native size.
-        source: which codebase's evaluation this reproduces (for reports).
+        source: which codebase's evaluation this reproduces (for reports); with
+            `mask_prediction` it must name the evaluation file that masks the prediction.
+        mask_prediction: the paper's own evaluation composites the *prediction* with the GT mask
+            too; its numbers are reported as ``*_masked`` beside the honest unmasked ones. Never
+            allowed for the ``synthetic`` protocol.
 
     Returns:
         A dict with exactly the keys of ``PROTOCOL_KEYS``.
@@ -211,6 +218,7 @@ def make_protocol(
         "lpips_scale": int(lpips_scale),
         "resolution": None if resolution is None else (int(resolution[0]), int(resolution[1])),
         "source": source,
+        "mask_prediction": bool(mask_prediction),
     }
     validate_protocol(protocol)
     return protocol
@@ -247,6 +255,16 @@ def validate_protocol(protocol: Mapping[str, Any]) -> None:
     res = protocol["resolution"]
     if res is not None and (len(res) != 2 or any(int(v) <= 0 for v in res)):
         raise ValueError(f"protocol['resolution'] must be None or (H, W) > 0, got {res!r}")
+    if not isinstance(protocol["mask_prediction"], bool):
+        raise ValueError(f"protocol['mask_prediction'] must be true or false, got {protocol['mask_prediction']!r}")
+    if protocol["mask_prediction"]:
+        if protocol["name"] == "synthetic":
+            raise ValueError("protocol 'synthetic' never masks the prediction (mask_prediction must be false)")
+        if bg is None or not str(protocol["source"]).strip():
+            raise ValueError(
+                f"protocol {protocol['name']!r}: mask_prediction needs a background and a source naming the "
+                "evaluation file that masks the prediction"
+            )
     pad = protocol["bbox_pad"]
     if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
         raise ValueError(f"protocol['bbox_pad'] must be an integer >= 0, got {pad!r}")

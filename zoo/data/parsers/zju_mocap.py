@@ -47,8 +47,11 @@ For subjects not in these tables (e.g. synthetic ones) the frame ranges derive f
 frames F: training frames are the first ``ceil(0.8 F)`` (at most F − 1), test frames are taken
 every ``min(test_every, available)`` frames, so neither test split is empty when there are at least
 two frames; with a single camera test_view is empty and test_pose is seen from that camera.
-``val`` is up to 4 evenly spaced test_view items
-(test_pose items when test_view is empty).
+``val`` (model selection) never holds an item a test split scores: it is up to 4 evenly spaced
+items of the training frames that test_view skips (frames between its every-``test_every`` picks),
+seen from the cameras that do not train. With a single camera (or ``test_every`` 1) no such item
+exists and ``val`` is empty; training then keeps the last checkpoint and says so in metrics.json.
+(The earlier rule, 4 items taken from test_view, let model selection see the test split.)
 """
 
 from __future__ import annotations
@@ -543,7 +546,10 @@ class ZJUMoCap(FrameSequence):
             "test_view": items(view_frames, others),
             "test_pose": items(pose_frames, others or cams),
         }
-        splits["val"] = evenly_spaced(splits["test_view"] or splits["test_pose"], 4)
+        # model selection: novel views of training frames that no test split scores
+        scored = set(view_frames)
+        held_out_view_frames = [f for f in train if f not in scored]
+        splits["val"] = evenly_spaced(items(held_out_view_frames, others), 4)
         return splits
 
     # -- pixels ---------------------------------------------------------------------------------
