@@ -22,6 +22,14 @@ directly); ``None`` uses the ``ZOO_BODY_MODELS`` environment variable. Tests and
 The smplx buffers are registered as non-persistent, so a module that holds a ``BodyModel`` does
 not copy the (licensed, large) model arrays into its checkpoints; the body model is rebuilt from
 its file when the module is constructed.
+
+Learnable identity offsets (opt-in, ExAvatar): ``joint_offsets=True`` adds a parameter
+``joint_offset [J, 3]`` (the root's row is held at zero: it would only translate the body) that
+moves every rest joint, ``J = J_regressor @ v_shaped + dJ``, and the bone transforms are re-derived
+from the moved joints; ``face_offsets=True`` adds ``face_offset [F_v, 3]`` on the face vertices
+(:meth:`BodyModel.part_vertices`), added to the template before the blend shapes (so the regressed
+joints see them). Both start at zero, where the model reproduces ``smplx`` exactly; they are the
+only parameters a ``BodyModel`` ever has (and the only entries of its state dict).
 """
 
 from __future__ import annotations
@@ -46,7 +54,10 @@ from zoo.core.skinning import lbs_points, rigid_inverse
 __all__ = [
     "ENV_VAR",
     "DOWNLOAD_URLS",
+    "FLAME_VERTEX_IDS_FILE",
+    "MANO_VERTEX_IDS_FILE",
     "BodyOutput",
+    "BodyParts",
     "Canonical",
     "BodyModel",
     "find_model_file",
@@ -75,6 +86,10 @@ _SMPLX_JOINT_NAMES = _SMPL_JOINT_NAMES[:22] + ["jaw", "left_eye", "right_eye"] +
     for k in (1, 2, 3)
 ]
 _SMPLX_ONLY = ("jaw_pose", "leye_pose", "reye_pose", "left_hand_pose", "right_hand_pose", "expression")
+#: Official vertex-index files looked for next to the SMPL-X model (see :meth:`BodyModel.part_vertices`).
+FLAME_VERTEX_IDS_FILE = "SMPL-X__FLAME_vertex_ids.npy"
+MANO_VERTEX_IDS_FILE = "MANO_SMPLX_vertex_ids.pkl"
+_FINGERS = ("index", "middle", "pinky", "ring", "thumb")
 
 
 @dataclass
@@ -119,6 +134,37 @@ class Canonical:
     transforms: Tensor
     body_pose: Tensor
     kind: str = "tpose"
+
+
+@dataclass
+class BodyParts:
+    """Vertex masks of the body's parts (see :meth:`BodyModel.part_vertices`).
+
+    Attributes:
+        face: ``[V]`` bool, the head / face region (FLAME's vertices for SMPL-X when the official
+            index file is present); always contains ``face_expr``.
+        face_expr: ``[V]`` bool, face vertices the expression blend shapes move (eyeballs
+            excluded); all False for SMPL.
+        left_hand: ``[V]`` bool, the left hand (MANO's vertices when the official file is present).
+        right_hand: ``[V]`` bool, the right hand.
+        source: where the masks came from (the files, or the skinning-weight rule).
+    """
+
+    face: Tensor
+    face_expr: Tensor
+    left_hand: Tensor
+    right_hand: Tensor
+    source: str = ""
+
+    @property
+    def hands(self) -> Tensor:
+        """``[V]`` bool, either hand."""
+        return self.left_hand | self.right_hand
+
+    @property
+    def body(self) -> Tensor:
+        """``[V]`` bool, everything that is neither face nor hand."""
+        return ~(self.face | self.hands)
 
 
 def canonical_body_pose(kind: str, model_type: str = "smpl") -> Tensor:
@@ -289,6 +335,10 @@ class BodyModel(nn.Module):
         flat_hand_mean: if False (smplx's default) the file's mean hand pose is added to the
             hand poses, so zero hand parameters give relaxed hands.
         dtype: floating dtype of the buffers.
+        joint_offsets: add the learnable joint offsets ``joint_offset [J, 3]`` (zeros; the
+            root's row is not applied) to the regressed rest joints.
+        face_offsets: add the learnable face-vertex offsets ``face_offset [F_v, 3]`` (zeros) to
+            the template on the face vertices (``part_vertices().face``).
 
     Raises:
         FileNotFoundError: if the model file is missing (names it, where it looked,
@@ -307,6 +357,8 @@ class BodyModel(nn.Module):
         flat_hand_mean: bool = False,
         num_pca_comps: int = 6,
         dtype: torch.dtype = torch.float32,
+        joint_offsets: bool = False,
+        face_offsets: bool = False,
     ) -> None:
         super().__init__()
         self.model_type = model_type
@@ -352,6 +404,18 @@ class BodyModel(nn.Module):
                 module.register_buffer(name, buf, persistent=False)
         self.smplx = model
         self.num_pca_comps = num_pca_comps if self.use_pca else 45
+        self._parts: Optional[BodyParts] = None
+        self.joint_offset: Optional[nn.Parameter] = None
+        self.face_offset: Optional[nn.Parameter] = None
+        if joint_offsets:
+            self.joint_offset = nn.Parameter(torch.zeros(J, 3, dtype=dtype))
+            keep = torch.ones(J, 1, dtype=dtype)
+            keep[0] = 0.0  # the root's offset would only translate the whole body
+            self.register_buffer("_joint_offset_keep", keep, persistent=False)
+        if face_offsets:
+            ids = torch.nonzero(self.part_vertices().face).squeeze(1)
+            self.register_buffer("face_vertex_ids", ids, persistent=False)
+            self.face_offset = nn.Parameter(torch.zeros(ids.numel(), 3, dtype=dtype))
 
     # ------------------------------------------------------------------------------------------
     # Properties
@@ -409,6 +473,106 @@ class BodyModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"model_type={self.model_type}, gender={self.gender}, file={self.model_file}"
+
+    # ------------------------------------------------------------------------------------------
+    # Body parts
+    # ------------------------------------------------------------------------------------------
+
+    def _asset_dirs(self) -> List[Path]:
+        """Folders searched for files that accompany the model (UV layouts, vertex-index files)."""
+        dirs: List[Path] = [self.model_file.parent]
+        if self._root_hint is not None and self._root_hint.is_dir():
+            dirs += [self._root_hint / self.model_type, self._root_hint]
+        env = os.environ.get(ENV_VAR)
+        if env:
+            dirs.append(Path(env) / self.model_type)
+        out: List[Path] = []
+        for d in dirs:
+            if d not in out:
+                out.append(d)
+        return out
+
+    def _find_asset(self, name: str) -> Optional[Path]:
+        for d in self._asset_dirs():
+            if (d / name).is_file():
+                return d / name
+        return None
+
+    def _ids_to_mask(self, ids: Any, path: Path, what: str) -> Tensor:
+        V = self.num_vertices
+        arr = np.asarray(ids).reshape(-1)
+        if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() >= V:
+            raise ValueError(f"{path}: {what} must be integer vertex indices in [0, {V}), got {arr.dtype} "
+                             f"values of shape {arr.shape}")
+        mask = torch.zeros(V, dtype=torch.bool)
+        mask[torch.from_numpy(arr.astype(np.int64))] = True
+        return mask
+
+    def _find_parts(self) -> BodyParts:
+        names = self.joint_names
+        dominant = self.smplx.lbs_weights.detach().cpu().argmax(dim=1)
+
+        def dominated_by(selected: List[str]) -> Tensor:
+            idx = torch.tensor([names.index(n) for n in selected])
+            return torch.isin(dominant, idx)
+
+        sources = []
+        if self.model_type == "smpl":
+            face = dominated_by(["head"])
+            left = dominated_by(["left_wrist", "left_hand"])
+            right = dominated_by(["right_wrist", "right_hand"])
+            expr = torch.zeros_like(face)
+            sources.append("dominant skinning weights (head; wrist and hand)")
+            return BodyParts(face, expr, left, right, "; ".join(sources))
+        fingers = {side: [n for n in names if n.startswith(side + "_") and any(f in n for f in _FINGERS)]
+                   for side in ("left", "right")}
+        face = dominated_by(["head", "jaw", "left_eye", "right_eye"])
+        left = dominated_by(["left_wrist"] + fingers["left"])
+        right = dominated_by(["right_wrist"] + fingers["right"])
+        rule = ["face: dominant weight on head, jaw or eyes", "hands: dominant weight on the wrist or fingers"]
+        flame = self._find_asset(FLAME_VERTEX_IDS_FILE)
+        if flame is not None:
+            face = self._ids_to_mask(np.load(flame, allow_pickle=False), flame, "FLAME vertex ids")
+            rule[0] = f"face: {flame}"
+        mano = self._find_asset(MANO_VERTEX_IDS_FILE)
+        if mano is not None:
+            with open(mano, "rb") as fh:
+                try:
+                    ids = pickle.load(fh, encoding="latin1")
+                except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
+                    raise ValueError(f"{mano}: cannot read the MANO vertex ids ({exc})") from exc
+            if not isinstance(ids, dict) or "left_hand" not in ids or "right_hand" not in ids:
+                raise ValueError(f"{mano}: expected a dict with 'left_hand' and 'right_hand' vertex ids")
+            left = self._ids_to_mask(ids["left_hand"], mano, "left_hand")
+            right = self._ids_to_mask(ids["right_hand"], mano, "right_hand")
+            rule[1] = f"hands: {mano}"
+        moved = self.smplx.expr_dirs.detach().cpu().abs().sum(dim=(1, 2)) > 0
+        eyes = dominated_by(["left_eye", "right_eye"])
+        expr = moved & ~eyes
+        face = face | expr  # whatever an expression moves is face
+        left, right = left & ~face, right & ~face
+        return BodyParts(face, expr, left, right, "; ".join(rule))
+
+    def part_vertices(self) -> BodyParts:
+        """Masks of the face, the expression region and the hands.
+
+        SMPL-X: the face is FLAME's vertices when ``SMPL-X__FLAME_vertex_ids.npy`` (from the
+        SMPL-X site) lies next to the model file or in ``$ZOO_BODY_MODELS/smplx``, else the
+        vertices whose largest skinning weight is on the head, jaw or eyes; the hands are
+        ``MANO_SMPLX_vertex_ids.pkl``'s when present, else the vertices whose largest weight is
+        on that side's wrist or fingers. ``face_expr`` are the vertices the expression blend
+        shapes move, eyeballs excluded (the face always contains them). SMPL: face = head,
+        hands = wrist and hand joints, no expression region.
+
+        Returns:
+            :class:`BodyParts` (masks on the model's device).
+        """
+        if self._parts is None:
+            self._parts = self._find_parts()
+        device = self.smplx.v_template.device
+        p = self._parts
+        return BodyParts(p.face.to(device), p.face_expr.to(device), p.left_hand.to(device),
+                         p.right_hand.to(device), p.source)
 
     # ------------------------------------------------------------------------------------------
     # Parameters
@@ -486,13 +650,30 @@ class BodyModel(nn.Module):
             pose = torch.cat(parts, dim=1)
         return pose.reshape(B, -1, 3)
 
+    def template(self) -> Tensor:
+        """``[V, 3]`` the template with the learnable face offsets (if any) applied."""
+        v = self.smplx.v_template
+        if self.face_offset is not None:
+            v = v.index_add(0, self.face_vertex_ids, self.face_offset.to(v.dtype))
+        return v
+
+    def joint_offsets(self) -> Optional[Tensor]:
+        """``[J, 3]`` the applied joint offsets (root row zero), or None without ``joint_offsets``."""
+        if self.joint_offset is None:
+            return None
+        return self.joint_offset * self._joint_offset_keep
+
     def _shaped(self, betas: Tensor, expression: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Shaped rest vertices ``[B, V, 3]`` and their joints ``[B, J, 3]``."""
+        """Shaped rest vertices ``[B, V, 3]`` and their joints ``[B, J, 3]`` (offsets applied)."""
         m = self.smplx
-        v_shaped = m.v_template + blend_shapes(betas, m.shapedirs)
+        v_shaped = self.template() + blend_shapes(betas, m.shapedirs)
         if self.model_type == "smplx" and expression is not None:
             v_shaped = v_shaped + blend_shapes(expression, m.expr_dirs)
-        return v_shaped, vertices2joints(m.J_regressor, v_shaped)
+        joints = vertices2joints(m.J_regressor, v_shaped)
+        offsets = self.joint_offsets()
+        if offsets is not None:
+            joints = joints + offsets.to(joints.dtype)
+        return v_shaped, joints
 
     def _pose(self, full_pose: Tensor, rest_joints: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Rotations ``[B, J, 3, 3]``, posed joints ``[B, J, 3]``, transforms ``[B, J, 4, 4]``."""
@@ -559,13 +740,16 @@ class BodyModel(nn.Module):
             rot_mats=rot,
         )
 
-    def canonical(self, kind: str = "tpose", betas: Optional[Tensor] = None, expression: Optional[Tensor] = None) -> Canonical:
+    def canonical(self, kind: str = "tpose", betas: Optional[Tensor] = None, expression: Optional[Tensor] = None,
+                  body_pose: Optional[Tensor] = None) -> Canonical:
         """The shaped body in a canonical pose (hands flat, no global rotation or translation).
 
         Args:
             kind: ``"tpose"``, ``"apose"`` or ``"star"`` (see :func:`canonical_body_pose`).
             betas: ``[B, S]`` shape (zeros when None, ``B = 1``).
             expression: SMPL-X ``[B, E]`` expression (zeros when None).
+            body_pose: ``[3 * J_body]`` a custom canonical body pose (axis-angle) used instead of
+                ``kind``'s (which then only names it), e.g. ExAvatar's legs-apart pose.
 
         Returns:
             :class:`Canonical`; its vertices are the LBS of the shaped rest body without pose
@@ -579,7 +763,12 @@ class BodyModel(nn.Module):
             params["expression"] = expression
         p, B = self._params(params)
         v_shaped, rest_joints = self._shaped(p["betas"], p.get("expression"))
-        body_pose = canonical_body_pose(kind, self.model_type).to(v_shaped)
+        if body_pose is None:
+            body_pose = canonical_body_pose(kind, self.model_type).to(v_shaped)
+        else:
+            body_pose = torch.as_tensor(body_pose).to(v_shaped).reshape(-1)
+            if body_pose.numel() != 3 * self.num_body_joints:
+                raise ValueError(f"canonical body_pose must have {3 * self.num_body_joints} values, got {body_pose.numel()}")
         full_pose = torch.zeros(B, self.num_joints, 3, dtype=v_shaped.dtype, device=v_shaped.device)
         full_pose[:, 1: 1 + self.num_body_joints] = body_pose.view(-1, 3)
         _, joints, transforms = self._pose(full_pose, rest_joints)
