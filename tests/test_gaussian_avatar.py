@@ -172,3 +172,108 @@ def test_smplx_subject_position_maps(tmp_path, body_models_root):
     out["rgb"].mean().backward()
     assert all(p.grad is not None for p in model.pose_encoder.parameters())
     assert model.pose_delta.weight.shape[1] == 3 + 63  # root + SMPL-X body joints
+
+
+def test_pose_unet_has_the_official_shape():
+    from zoo.methods.gaussian_avatar import PoseEncoder
+
+    enc = PoseEncoder(128, 128, nf=4, out_channels=6, depth=5)
+    assert enc.bottleneck_size == 4
+    sizes = []
+    x = torch.zeros(1, 3, 128, 128)
+    for layer in enc.down:
+        x = layer(x)
+        sizes.append(tuple(x.shape[1:]))
+    assert sizes == [(4, 64, 64), (8, 32, 32), (16, 16, 16), (32, 8, 8), (32, 4, 4)]
+    convs = [m for m in enc.down.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) for c in convs)
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in enc.up.modules()) == 5
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules()) == 3 + 4
+    assert enc(torch.rand(2, 3, 128, 128)).shape == (2, 6, 128, 128)
+    assert PoseEncoder(64, 32, 4, 6, 5)(torch.rand(1, 3, 64, 64)).shape == (1, 6, 32, 32)
+    with pytest.raises(ValueError, match="divisible"):
+        PoseEncoder(100, 32, 4, 6, 5)
+
+
+def test_decoder_takes_uv_and_has_official_depth():
+    from zoo.methods.gaussian_avatar import TexelDecoder
+
+    dec = TexelDecoder(in_dim=10, hidden=16, trunk_layers=5, head_layers=3)
+    linears = [m for m in dec.trunk.modules() if isinstance(m, torch.nn.Linear)]
+    assert [lin.in_features for lin in linears] == [10, 16, 16, 16, 16 + 10]  # skip into layer 5
+    for head, out in ((dec.offset_head, 3), (dec.scale_head, 1), (dec.color_head, 3)):
+        layers = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(layers) == 3 and layers[-1].out_features == out
+    assert any(isinstance(m, torch.nn.Softplus) for m in dec.modules())
+
+
+def test_uv_coordinates_reach_the_decoder(setup):
+    info, batch = setup
+    model = zoo.create("gaussian_avatar", preset="tiny", data_info=info)
+    assert model.decoder.trunk[0][0].in_features == model.cfg.feature_channels + 2
+    uv = model.texel_uv
+    assert uv.shape == (model.num_gaussians, 2) and float(uv.min()) > 0 and float(uv.max()) < 1
+
+
+def test_stage_two_freezes_features_and_poses_and_adds_the_pose_feature_term(setup):
+    info, batch = setup
+    model = zoo.create("gaussian_avatar", preset="tiny", data_info=info, stage1_steps=2)
+    model.train()
+    model.pin_step(2)
+    out = model.render_batch(batch, torch.zeros(3))
+    terms = model.loss_terms(batch, out, batch["image"])
+    assert "pose_feature" in terms and "scale" not in terms and "feature" not in terms
+    assert terms["pose_feature"] > 0
+    terms["pose_feature"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in model.pose_encoder.parameters() if p.requires_grad)
+    assert not model.feature_tensor.requires_grad and not model.pose_delta.weight.requires_grad
+    model.pin_step(0)
+    model.render_batch(batch, torch.zeros(3))
+    assert model.feature_tensor.requires_grad and model.pose_delta.weight.requires_grad
+    assert "pose_feature" not in model.loss_terms(batch, model.render_batch(batch, torch.zeros(3)), batch["image"])
+
+
+def test_stage_two_training_steps_leave_features_and_poses_unchanged(tiny_subject, body_models_root, tmp_path):
+    """Real Lightning steps across the switch: stage 1 moves the feature tensor and the pose
+    corrections, stage 2 (fresh Adam state, decoder at x0.1) leaves both exactly as they were."""
+    import lightning as L
+
+    data_cfg = {"format": "zju_mocap", "root": str(tiny_subject), "options": {}}
+    dm = runner.build_datamodule(data_cfg, str(body_models_root))
+    dm.setup("fit")
+    info = runner.data_info(dm, data_cfg, str(body_models_root))
+    model = zoo.create("gaussian_avatar", preset="tiny", data_info=info, stage1_steps=2, max_steps=5)
+    initial = model.feature_tensor.detach().clone()
+    seen = {}
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen[trainer.global_step] = {
+                "feature": module.feature_tensor.detach().clone(),
+                "pose": module.pose_delta.weight.detach().clone(),
+                "decoder": next(module.decoder.parameters()).detach().clone(),
+                "adam_steps": [float(s["step"]) for s in trainer.optimizers[0].state.values() if "step" in s],
+                "lrs": [g["lr"] for g in trainer.optimizers[0].param_groups],
+            }
+
+    trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[Probe()])
+    trainer.fit(model, datamodule=dm)
+    assert not torch.equal(seen[2]["feature"], initial)  # stage 1 trained it
+    assert seen[2]["pose"].abs().sum() > 0                  # and the corrections
+    assert torch.equal(seen[4]["feature"], seen[2]["feature"])
+    assert torch.equal(model.feature_tensor.detach(), seen[2]["feature"])
+    assert torch.equal(model.pose_delta.weight.detach(), seen[2]["pose"])
+    assert not torch.equal(seen[4]["decoder"], seen[2]["decoder"])  # the networks still train
+    # fresh optimizer at the switch: Adam step counts restart (2 stage-2 steps by step 4)
+    assert max(seen[4]["adam_steps"]) == 2.0
+    lr_net = float(model.cfg.optim.lr_net)
+    names = [g["name"] for g in trainer.optimizers[0].param_groups]
+    lrs1, lrs2 = dict(zip(names, seen[0]["lrs"])), dict(zip(names, seen[2]["lrs"]))  # first step of each stage
+    assert lrs1["pose_encoder"] == 0.0 and lrs1["decoder"] == pytest.approx(lr_net)
+    assert lrs2["decoder"] == pytest.approx(0.1 * lr_net) and lrs2["pose_encoder"] == pytest.approx(lr_net)
+    assert lrs2["feature_tensor"] == 0.0
+    # the step decay restarts with stage 2: milestones at 0.6 / 0.85 of its 3 steps -> 1 and 2
+    lrs3 = dict(zip(names, seen[3]["lrs"]))
+    assert lrs3["decoder"] == pytest.approx(0.1 * lr_net * float(model.cfg.optim.gamma))
