@@ -43,12 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     model.image_dir = out_dir if cfg.save_images else None
     trainer = runner.build_trainer(cfg.trainer, out_dir, None)
     trainer.test(model, datamodule=dm, verbose=False)
-    baseline = runner.baseline_scores(dm, list(model.test_results)) if cfg.baseline else {}
+    baseline = runner.baseline_scores(dm, list(model.test_results), model.data_info.get("body_models"),
+                                      model.protocol.as_dict()) if cfg.baseline else {}
     print(runner.format_table(model.test_results, baseline))
     runner.write_json_atomic(out_dir / "metrics.json", {
         "method": model.method_name, "checkpoint": str(ckpt), "subject": model.data_info.get("subject"),
         "protocol": model.protocol.as_dict(), "metrics": model.test_results,
-        "baseline": {"method": "copy of the nearest training frame (zoo.baseline)", "metrics": baseline},
+        "baseline": {"method": "copy of the nearest training frame, moved to the body's projected centre (zoo.baseline)",
+                     "metrics": baseline},
     })
     print(f"metrics: {out_dir / 'metrics.json'}")
     return 0

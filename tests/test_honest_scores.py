@@ -199,8 +199,29 @@ def test_nearest_frame_baseline_picks_the_same_view_and_scores_it(honest_dm):
     moved[:3, 3] = -moved[:3, :3] @ (R @ centre)
     body = {"global_orient": turn, "transl": np.zeros(3)}
     assert np.allclose(viewpoint_in_body_frame(moved, body), viewpoint_in_body_frame(w2c, {"transl": np.zeros(3)}))
-    scores = nearest_frame_scores(dm)
-    assert set(scores) == {"test_view", "test_pose"}
-    for values in scores.values():
+    plain = nearest_frame_scores(dm)
+    aligned = nearest_frame_scores(dm, body_models=dm.parser_options["body_models"])
+    assert set(plain) == set(aligned) == {"test_view", "test_pose"}
+    for values in list(plain.values()) + list(aligned.values()):
         assert 5.0 < values["psnr"] < 60.0 and values["frames"] >= 1
         assert {"psnr_crop", "ssim", "lpips"} <= set(values)
+
+
+def test_aligned_copy_moves_and_scales_by_the_projected_centre():
+    from zoo.baseline import aligned_copy
+
+    image = torch.zeros(1, 3, 21, 21)
+    image[..., 10, 10] = 1.0
+    mask = (image[:, :1] > 0).float()
+    same, same_mask = aligned_copy(image, mask, (np.array([10.0, 10.0]), 2.0, 100.0),
+                                   (np.array([10.0, 10.0]), 2.0, 100.0), (21, 21))
+    assert torch.allclose(same, image, atol=1e-6) and torch.allclose(same_mask, mask, atol=1e-6)
+    moved, _ = aligned_copy(image, mask, (np.array([10.0, 10.0]), 2.0, 100.0),
+                            (np.array([4.0, 13.0]), 2.0, 100.0), (21, 21))
+    assert float(moved[0, 0, 13, 4]) == pytest.approx(1.0) and float(moved.sum()) == pytest.approx(3.0)
+    # twice as close: twice as large around the destination centre, a point 2 px off lands 4 px off
+    image2 = torch.zeros(1, 3, 21, 21)
+    image2[..., 10, 12] = 1.0
+    near, _ = aligned_copy(image2, mask, (np.array([10.0, 10.0]), 2.0, 100.0),
+                           (np.array([10.0, 10.0]), 1.0, 100.0), (21, 21))
+    assert float(near[0, 0, 10, 14]) == pytest.approx(1.0)

@@ -159,11 +159,22 @@ def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
     return module
 
 
-def baseline_scores(dm, splits: Sequence[str]) -> Dict[str, Dict[str, float]]:
-    """The copy-the-nearest-training-frame baseline (`zoo.baseline`) on the same splits and protocol."""
-    from zoo.baseline import nearest_frame_scores
+def baseline_scores(dm, splits: Sequence[str], body_models: Optional[str] = None,
+                    protocol: Optional[Mapping[str, Any]] = None) -> Dict[str, Dict[str, float]]:
+    """The copy-the-nearest-training-frame baseline (`zoo.baseline`) on the same splits and protocol.
 
-    return nearest_frame_scores(dm, splits=splits)
+    Args:
+        dm: the datamodule the method was scored on.
+        splits: split names.
+        body_models: body-model folder (aligns the copy to the body's projected centre); None: plain copy.
+        protocol: the protocol dict the method was scored with (default the sequence's).
+    """
+    from zoo.baseline import nearest_frame_scores
+    from zoo.core.metrics import EvalProtocol
+
+    chosen = EvalProtocol(**dict(protocol)) if protocol else None
+    body_models = body_models or os.environ.get("ZOO_BODY_MODELS")
+    return nearest_frame_scores(dm, splits=splits, protocol=chosen, body_models=body_models)
 
 
 def format_table(results: Mapping[str, Mapping[str, float]],
