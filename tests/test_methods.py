@@ -83,7 +83,7 @@ def test_train_save_load_eval(name, tiny_subject, body_models_root, tmp_path):
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
     # the resolved config lives inside the checkpoint
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["cfg"]["name"] == name
     model = runner.load_module(last)
     model2 = runner.load_module(last)

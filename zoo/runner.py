@@ -145,7 +145,17 @@ def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    import pickle
+
+    try:
+        # tensors and plain containers only: a crafted pickle in a checkpoint must not run code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refusing to load a checkpoint that holds objects other than tensors and plain "
+                         f"containers (torch.load weights_only=True: {first})") from None
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
     hp = ckpt.get("hyper_parameters") or {}
     if "cfg" not in hp:
         raise ValueError(f"{path}: not an Avatar Zoo checkpoint (no method config in hyper_parameters)")

@@ -1,0 +1,43 @@
+"""A checkpoint is loaded with torch.load(weights_only=True): a planted code-running pickle is refused
+by eval.py and by animate with one clear error, and its code never runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class _Payload:
+    """Pickles to a call of os.system: unpickling it with weights_only=False would run a command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_pickle_is_refused_by_eval_and_animate(tiny_subject, body_models_root, tmp_path, capsys):
+    import eval as eval_script
+    import train as train_script
+    from zoo.__main__ import main as zoo_main
+
+    run = tmp_path / "run"
+    assert train_script.main(["experiment=gaussian_avatar_tiny", f"data.root={tiny_subject}", "data.synthesize=null",
+                              f"body_models={body_models_root}", "logger=csv", f"run_dir={run}",
+                              "test_after_fit=false", "trainer.enable_progress_bar=false"]) == 0
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    marker = tmp_path / "pwned"
+    ckpt["extra"] = _Payload(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ckpt, evil)
+    assert eval_script.main([f"ckpt_path={evil}", f"out_dir={tmp_path / 'eval'}"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "evil.ckpt" in err
+    pose_file = tmp_path / "poses.npz"
+    np.savez(pose_file, body_pose=np.zeros((1, 69), np.float32))
+    assert zoo_main(["animate", str(evil), "--pose", str(pose_file), "--out", str(tmp_path / "frames")]) == 2
+    assert not marker.exists(), "the planted pickle ran"
+    assert not (tmp_path / "eval" / "metrics.json").exists()
