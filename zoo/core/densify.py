@@ -207,6 +207,9 @@ class Densifier:
             refined = (step > s.refine_start_iter and step % s.refine_every == 0
                        and step % s.reset_every >= s.pause_refine_after_reset)
             changed = refined or params.num != before
+        if params.num == 0:
+            raise RuntimeError(f"densification at step {step} pruned every Gaussian (opacity below "
+                               f"{s.prune_opa}); pause refinement longer after an opacity reset")
         if step % s.reset_every == 0 and step > 0:
             reset_opa(params, group_views(optimizer, params), self.state, value=self.reset_opacity)
             changed = True
