@@ -12,6 +12,9 @@ The config tree lives in `configs/` (next to this package in a source checkout).
 
 Command-line arguments are `group=name` (pick a file) or `dotted.key=value` (set a value). Setting a
 key that no config defines is an error listing the valid keys at that level.
+
+An experiment preset may choose the files of the other groups with its own `defaults` mapping
+(e.g. `defaults: {method: exavatar, data: x_humans}`); a `group=name` on the command line wins.
 """
 from __future__ import annotations
 
@@ -137,6 +140,17 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
             choices[key] = None if value in ("null", "none", "") else value
         else:
             rest.append(f"{key}={value}")
+    exp = _group_file("experiment", choices["experiment"]) if choices.get("experiment") else None
+    if exp is not None and "defaults" in exp:
+        # the preset's own group choices; explicit `group=name` arguments keep precedence
+        picks = OmegaConf.to_container(exp.pop("defaults"))
+        if not isinstance(picks, dict) or not set(picks) <= set(GROUPS) - {"experiment"}:
+            raise ConfigError(f"experiment {choices['experiment']!r}: 'defaults' must map groups "
+                              f"{[g for g in GROUPS if g != 'experiment']} to file names, got {picks!r}")
+        given = {_parse_override(a)[0] for a in overrides if "=" in a}
+        for group, name in picks.items():
+            if group not in given:
+                choices[group] = name
     cfg = root
     for group in GROUPS:
         name = choices.get(group)
@@ -144,8 +158,7 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
             continue
         cfg[group] = _group_file(group, name)
         cfg[group]["_name"] = name
-    if choices.get("experiment"):
-        exp = _group_file("experiment", choices["experiment"])
+    if exp is not None:
         for key in exp.keys():
             _check_key(cfg, str(key))
         cfg = OmegaConf.merge(cfg, exp)

@@ -18,6 +18,7 @@ _METHODS: Dict[str, type] = {}
 # Modules that hold the built-in methods; imported lazily so `import zoo` stays cheap.
 _BUILTIN_MODULES = (
     "zoo.methods.gaussian_avatar",
+    "zoo.methods.exavatar",
     "zoo.methods.gs_avatar",
     "zoo.methods.humansplat_hmr",
 )

@@ -61,6 +61,7 @@ __all__ = [
     "Canonical",
     "BodyModel",
     "find_model_file",
+    "load_model_arrays",
     "canonical_body_pose",
 ]
 
@@ -295,6 +296,16 @@ def _load_raw(path: Path) -> Dict[str, Any]:
     return {k: _plain(v, k, path) for k, v in raw.items()}
 
 
+def load_model_arrays(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Every entry of a body-model file (SMPL / SMPL-X / FLAME ``.pkl`` with or without chumpy, or
+    ``.npz``) as plain numpy arrays or Python values.
+
+    Raises:
+        ValueError: if the file cannot be read.
+    """
+    return _load_raw(Path(path))
+
+
 def _read_obj_uv(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     vt: List[Tuple[float, float]] = []
     ft: List[Tuple[int, int, int]] = []
@@ -492,7 +503,10 @@ class BodyModel(nn.Module):
                 out.append(d)
         return out
 
-    def _find_asset(self, name: str) -> Optional[Path]:
+    def find_asset(self, name: str) -> Optional[Path]:
+        """A file that accompanies the model (e.g. ``SMPL-X__FLAME_vertex_ids.npy``): the first of
+        ``<model folder>/<name>``, ``<model_path>/<type>/<name>``, ``<model_path>/<name>`` and
+        ``$ZOO_BODY_MODELS/<type>/<name>`` that exists, or None."""
         for d in self._asset_dirs():
             if (d / name).is_file():
                 return d / name
@@ -530,11 +544,11 @@ class BodyModel(nn.Module):
         left = dominated_by(["left_wrist"] + fingers["left"])
         right = dominated_by(["right_wrist"] + fingers["right"])
         rule = ["face: dominant weight on head, jaw or eyes", "hands: dominant weight on the wrist or fingers"]
-        flame = self._find_asset(FLAME_VERTEX_IDS_FILE)
+        flame = self.find_asset(FLAME_VERTEX_IDS_FILE)
         if flame is not None:
             face = self._ids_to_mask(np.load(flame, allow_pickle=False), flame, "FLAME vertex ids")
             rule[0] = f"face: {flame}"
-        mano = self._find_asset(MANO_VERTEX_IDS_FILE)
+        mano = self.find_asset(MANO_VERTEX_IDS_FILE)
         if mano is not None:
             with open(mano, "rb") as fh:
                 try:
