@@ -265,3 +265,19 @@ def test_tcnn_hash_grid_agrees_with_torch_hash_grid(tiny):
         assert loss < 1e-3
         preds.append(head(enc(x[:2000])).detach())
     assert (preds[0] - preds[1]).abs().mean() < 0.03
+
+
+def test_paper_presets_compose_with_the_paper_settings():
+    from zoo.config import compose
+
+    zju = compose("train", ["experiment=gs_avatar_zju_mocap"])
+    assert zju.method._name == "gs_avatar" and zju.data._name == "zju_mocap" and zju.trainer.max_steps == 15000
+    assert list(zju.data.options.train_cameras) == [0] and list(zju.data.options.resolution) == [512, 512]
+    assert zju.method.pose_opt.enabled and zju.method.schedule.reference_steps == 15000
+    ps = compose("train", ["experiment=gs_avatar_people_snapshot"])
+    assert ps.method._name == "gs_avatar" and ps.data._name == "people_snapshot" and ps.trainer.max_steps == 30000
+    assert not ps.method.pose_opt.enabled and ps.method.background == "black"
+    assert ps.data.options.eval_protocol == "people_snapshot_3dgs_avatar" and ps.data.options.downscale == 2
+    assert not ps.method.schedule.scale_to_run and ps.method.schedule.densify_stop == 15000
+    cpu = compose("train", ["experiment=gs_avatar_synthetic"])
+    assert cpu.method._name == "gs_avatar" and cpu.data._name == "synthetic" and cpu.trainer._name == "cpu"

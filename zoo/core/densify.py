@@ -195,6 +195,10 @@ class Densifier:
         s = self.strategy
         if step >= s.refine_stop_iter or not accumulate:
             return False
+        device = params["means"].device
+        for key, value in self.state.items():  # restored from a checkpoint on another device
+            if torch.is_tensor(value) and value.device != device:
+                self.state[key] = value.to(device)
         if not self.matches(params.num):  # statistics of another Gaussian set (e.g. an older checkpoint)
             for key in ("grad2d", "count", "radii"):
                 if key in self.state:
