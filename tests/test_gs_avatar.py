@@ -150,6 +150,9 @@ def test_view_direction_is_canonicalised(tiny):
         c2 = model.colors(d0, _rigid(0.8, 1, [0, 0, 3.0]), 0)  # another view of the unmoved body
     assert torch.allclose(c0, c1, atol=1e-5)
     assert (c0 - c2).abs().max() > 1e-4  # the colour does depend on the view
+    with torch.no_grad():  # a frame never trained (novel pose) takes the last training frame's latent
+        assert torch.equal(model.colors(d0, w2c, -1), model.colors(d0, w2c, model.num_frames - 1))
+        assert not torch.equal(model.colors(d0, w2c, 0), model.colors(d0, w2c, model.num_frames - 1))
     R = view_noise_rotation(45.0)
     assert torch.allclose(R @ R.T, torch.eye(3), atol=1e-5) and abs(float(torch.linalg.det(R)) - 1) < 1e-5
 
@@ -173,6 +176,25 @@ def test_schedule_scales_to_run_length(tiny):
         zoo.create("gs_avatar", data_info=info, num_gaussians=2)
     with pytest.raises(ValueError, match="backend"):
         zoo.create("gs_avatar", data_info=info, num_gaussians=50, **{"non_rigid.backend": "cuda"})
+
+
+def test_pose_correction_from_its_start_iteration(tiny):
+    dm, info = tiny
+    model = _model(info, **{"schedule.pose_opt_start": 10})
+    batch = _batch(dm)
+    with torch.no_grad():
+        model.pose_delta.weight.fill_(0.05)
+        model.transl_delta.weight.fill_(0.01)
+    model.train()
+    model.pin_step(9)
+    before = model.frame_body(batch)
+    assert torch.equal(before["body_pose"], batch["body"]["body_pose"].float())
+    model.pin_step(10)
+    after = model.frame_body(batch)
+    assert torch.allclose(after["body_pose"] - before["body_pose"], torch.full_like(before["body_pose"], 0.05))
+    assert torch.allclose(after["transl"] - before["transl"], torch.full_like(before["transl"], 0.01))
+    novel = dict(batch, frame_id=torch.tensor([10 ** 6]))  # a frame outside the training sequence: no delta
+    assert torch.equal(model.frame_body(novel)["body_pose"], before["body_pose"])
 
 
 def test_gradient_clipping_networks_only_and_gaussian_delay(tiny):
