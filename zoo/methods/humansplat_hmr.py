@@ -358,13 +358,11 @@ class HumanSplatHMR(AvatarModule):
                   if 0 < s < len(fids) - 1 and bool(self.pose_ready[s - 1]) and bool(self.pose_ready[s])
                   and bool(self.pose_ready[s + 1]) and int(fids[s] - fids[s - 1]) <= gap
                   and int(fids[s + 1] - fids[s]) <= gap]
-        if not centre:
+        if not centre or (self.training and self.step < int(self.cfg.pose_opt.start_step)):
             return zero, zero
         mid = torch.tensor(centre, device=fids.device)
         idx = torch.stack([mid - 1, mid, mid + 1], dim=1)  # [M,3]
         pose, transl = self.pose_embed(idx), self.transl_embed(idx)
-        if self.training and self.step < int(self.cfg.pose_opt.start_step):
-            return zero, zero
         acc_pose = pose[:, 0] - 2.0 * pose[:, 1] + pose[:, 2]
         acc_transl = transl[:, 0] - 2.0 * transl[:, 1] + transl[:, 2]
         return acc_pose.pow(2).sum(-1).mean(), acc_transl.pow(2).sum(-1).mean()
