@@ -54,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training {cfg.method.name} on {info['subject']} ({len(model.data_info['frame_ids'])} training frames) "
           f"-> {run_dir}")
     start = time.time()
-    trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    from zoo.methods.base import NonFiniteError
+
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     fit_seconds = time.time() - start
     results = {}
     if cfg.test_after_fit and dm.test_split_names:

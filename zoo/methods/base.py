@@ -36,6 +36,11 @@ BODY_POSE_KEYS = ("global_orient", "body_pose", "transl", "jaw_pose", "leye_pose
                   "left_hand_pose", "right_hand_pose", "expression")
 
 
+class NonFiniteError(RuntimeError):
+    """Training met non-finite losses or gradients too many steps in a row (the message names the
+    loss term or parameter and the frames)."""
+
+
 def schedule_value(spec: Any, step: int) -> float:
     """Evaluate a scheduled scalar.
 
@@ -162,13 +167,38 @@ class AvatarModule(L.LightningModule):
             background = self.background_color(training=False)
         return self.render_batch(batch, background)
 
-    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+    # ------------------------------------------------------------------ non-finite guard
+    def _frames_of(self, batch: Mapping[str, Any]) -> str:
+        fids = torch.as_tensor(batch.get("frame_id", [])).view(-1).tolist()
+        cids = torch.as_tensor(batch.get("camera_id", [])).view(-1).tolist()
+        return ", ".join(f"frame {int(f)} camera {int(c)}" for f, c in zip(fids, cids)) or "unknown frames"
+
+    def _non_finite(self, what: str, batch: Mapping[str, Any]) -> None:
+        """Count a skipped step; stop the run after `max_nonfinite_steps` in a row."""
+        self._nonfinite_streak = getattr(self, "_nonfinite_streak", 0) + 1
+        limit = int(self.cfg.get("max_nonfinite_steps", 5))
+        message = f"non-finite {what} at step {int(self.global_step)} ({self._frames_of(batch)})"
+        if self._nonfinite_streak >= limit:
+            raise NonFiniteError(f"{message}: {self._nonfinite_streak} steps in a row were skipped "
+                                 f"(method.max_nonfinite_steps={limit}); stopping before anything non-finite "
+                                 "is written. Check the named frames' poses, cameras and images.")
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(f"{message}: step skipped ({self._nonfinite_streak}/{limit} in a row)")
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Optional[torch.Tensor]:
+        """Render, compose the loss terms, log each; a non-finite loss skips the step (returns None)."""
         bg = self.background_color(training=True)
         out = self.render_batch(batch, bg)
         gt = composite(batch["image"], batch["mask"], bg)
         terms = self.loss_terms(batch, out, gt)
         if not terms:
             raise RuntimeError(f"{type(self).__name__}.loss_terms returned no terms")
+        bad = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
+        self._guard_batch = batch
+        if bad:
+            self._non_finite(f"loss term(s) {', '.join(bad)}", batch)
+            return None
         total = torch.stack([t.reshape(()) for t in terms.values()]).sum()
         bs = int(batch["image"].shape[0])
         for name, value in terms.items():
@@ -259,8 +289,21 @@ class AvatarModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_after_backward(self) -> None:
-        """Step the sparse per-frame optimizer (if any) right after the shared backward pass."""
+        """Check the gradients, then step the sparse per-frame optimizer (if any).
+
+        A non-finite gradient anywhere skips the whole step: every gradient is dropped (Adam leaves
+        parameters without a gradient untouched), so nothing non-finite reaches the parameters."""
+        named = [(n, p) for n, p in self.named_parameters() if p.grad is not None]
+        bad = [n for n, p in named
+               if not torch.isfinite(p.grad.coalesce().values() if p.grad.is_sparse else p.grad).all()]
         opt = getattr(self, "_sparse_optimizer", None)
+        if bad:
+            for _, p in named:
+                p.grad = None
+            self._non_finite(f"gradient of {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}",
+                             getattr(self, "_guard_batch", {}))
+            return
+        self._nonfinite_streak = 0
         if opt is not None:
             opt.step()
             opt.zero_grad(set_to_none=True)
