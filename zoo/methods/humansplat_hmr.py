@@ -70,7 +70,18 @@ PA-MPJPE over the kinematic body joints, root-aligned at the pelvis, and root-tr
 all in mm, for the initial and the refined poses against the batch's poses) are written into the
 run folder; the same means are logged at every validation as ``pose/<metric>_init`` beside
 ``pose/<metric>``. The refined poses live in the checkpoint, so ``eval.py`` scores the novel views
-of the training frames with them.
+of the training frames with them. Other methods can train on them through
+``zoo.data.pose_files.PoseOverrideSequence`` (a parsed sequence with a pose file's poses), and a
+second HumanSplatHMR run can start from them with ``init_poses: {source: file, path: ...}``.
+
+**Measured** (bench/bench_humansplat_hmr.py, default synthetic subject, noise level 1 seed 0, 1500
+CPU steps, 0.19 s/step): MPJPE 80.1 -> 37.5 mm (-53 %), PA-MPJPE 53.5 -> 30.6 mm, root translation
+50.4 -> 30.6 mm; novel views (test_view) PSNR 28.05 dB (person crop 21.20) against 27.47 (20.61) for
+the same avatar on the frozen noisy poses and 26.76 (20.06) for the nearest-training-frame copy. What
+is left is mostly along the training camera's viewing ray (root-relative joint error 44 mm in
+depth vs 25 / 18 mm in the image plane): one camera without depth barely sees it; a depth map in
+the batch (the ``depth`` term) is what constrains it. With exact poses the same avatar reaches
+25.5 dB person-crop PSNR on the validation views, so pose error is what limits the image quality.
 """
 from __future__ import annotations
 
