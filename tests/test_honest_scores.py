@@ -225,3 +225,26 @@ def test_aligned_copy_moves_and_scales_by_the_projected_centre():
     near, _ = aligned_copy(image2, mask, (np.array([10.0, 10.0]), 2.0, 100.0),
                            (np.array([10.0, 10.0]), 1.0, 100.0), (21, 21))
     assert float(near[0, 0, 10, 14]) == pytest.approx(1.0)
+
+
+def test_data_poses_drive_training_with_a_pose_file(tiny_subject, body_models_root, tmp_path):
+    """`data.poses=FILE` (e.g. HumanSplatHMR's refined_poses.npz) replaces the dataset's poses by
+    frame id for any method; a file that lacks a training frame is a clear error."""
+    from zoo.data.parsers import PARSERS
+    from zoo.data.pose_files import save_pose_file, sequence_poses
+
+    seq = PARSERS["zju_mocap"](tiny_subject, body_models=str(body_models_root))
+    poses = sequence_poses(seq, None)
+    shifted = dict(poses.params)
+    shifted["transl"] = shifted["transl"] + np.float32(0.05)
+    path = save_pose_file(tmp_path / "poses.npz", poses.frame_ids, shifted, "smpl")
+    data_cfg = {"format": "zju_mocap", "root": str(tiny_subject), "options": {}, "poses": str(path)}
+    dm = runner.build_datamodule(data_cfg, str(body_models_root))
+    dm.setup("fit")
+    i = dm.split_indices("train")[0]
+    fid = int(dm.sequence.records[i].frame_id)
+    row = list(poses.frame_ids).index(fid)
+    assert np.allclose(dm.sequence.records[i].body["transl"], poses.params["transl"][row] + 0.05)
+    short = save_pose_file(tmp_path / "short.npz", poses.frame_ids[:2], {k: v[:2] for k, v in poses.params.items()})
+    with pytest.raises(ValueError, match="lacks frame ids"):
+        runner.build_datamodule({**data_cfg, "poses": str(short)}, str(body_models_root))

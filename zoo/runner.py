@@ -71,6 +71,21 @@ def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = N
     options = dict(data_cfg.get("options") or {})
     if body_models and "body_models" not in options and data_cfg.get("format") in ("zju_mocap", "neuman"):
         options["body_models"] = body_models
+    poses = data_cfg.get("poses")
+    if poses:
+        # drive any method with a pose file (e.g. HumanSplatHMR's refined_poses.npz): every frame the
+        # file holds takes its body parameters; the training frames must all be there
+        from zoo.data.parsers import PARSERS
+        from zoo.data.pose_files import PoseOverrideSequence
+
+        fmt = str(data_cfg["format"])
+        if fmt not in PARSERS:
+            raise ConfigError(f"unknown data.format {fmt!r}; known: {sorted(PARSERS)}")
+        base = PARSERS[fmt](root, **options)
+        train_ids = {int(base.records[i].frame_id) for i in base.splits["train"]}
+        sequence = PoseOverrideSequence(base, str(poses), require=sorted(train_ids))
+        return AvatarDataModule(parser=sequence, batch_size=int(data_cfg.get("batch_size", 1)),
+                                num_workers=int(data_cfg.get("num_workers", 0)), cache=data_cfg.get("cache", "auto"))
     dm = AvatarDataModule(
         parser=str(data_cfg["format"]),
         root=str(root),
