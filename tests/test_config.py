@@ -96,3 +96,11 @@ def test_loggers_build_offline_without_api_key(tmp_path, monkeypatch):
     bad = compose("train", ["logger=csv", "logger.kind=tensorboard"])
     with pytest.raises(ConfigError, match="wandb or csv"):
         build_logger(bad, tmp_path)
+
+
+def test_malformed_override_is_one_clear_error():
+    import train as train_script
+
+    with pytest.raises(ConfigError, match=r"malformed value for data.options.frame_ranges.*space after each colon"):
+        compose("train", ["data.options.frame_ranges={train:[0,3,1]}"])
+    assert train_script.main(["data.options.frame_ranges={train:[0,3,1]}"]) == 2

@@ -109,7 +109,14 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | Mapping[str, Any
     for key, value in items:
         _check_key(cfg, key)
         if isinstance(value, str):
-            parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+            try:
+                parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+            except Exception as err:  # yaml's ScannerError/ParserError and OmegaConf's grammar errors
+                problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+                raise ConfigError(
+                    f"malformed value for {key}: {value!r} ({problem}); YAML flow maps need a space after "
+                    "each colon, e.g. {train: [0, 3, 1]}"
+                ) from None
             value = OmegaConf.select(parsed, key)
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     return cfg
