@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.parsers import PARSERS
-from zoo.data.schema import SPLITS, FrameSequence, collate, evenly_spaced
+from zoo.data.schema import SPLITS, DatasetError, FrameSequence, MissingFileError, collate, evenly_spaced
 
 __all__ = ["AvatarDataModule", "FrameCache", "SplitDataset"]
 
@@ -243,15 +244,56 @@ class AvatarDataModule(L.LightningDataModule):
                 for i in self.split_indices(name)
             }
         )
+        self.validate(used)
         if self.cache_mode is False or not used:
             self.cache = None
         else:
             self.estimated_cache_bytes = self._estimate_bytes(used)
             if self.cache_mode is True or self.estimated_cache_bytes <= self.cache_budget:
                 self.cache = FrameCache(seq)
-                if self.num_workers > 0:
-                    self.cache.fill(used)
+                self.cache.fill(used)  # decode now: bad frames fail before the first step
         self._is_setup = True
+
+    def validate(self, indices: Sequence[int]) -> None:
+        """Check the items a run will use before its first step; the first problem is raised as a
+        :class:`~zoo.data.schema.DatasetError` naming the file or field and what was expected.
+
+        Every item's camera (``K [3,3]``, ``w2c [4,4]``) and body parameters must be finite; every
+        image file named by a record must exist and have a readable header (PNGs are verified
+        chunk by chunk, which finds truncated files). When the frames are cached, :meth:`setup` then
+        decodes them all at once (image / mask / depth sizes are checked by the parsers), so a bad
+        frame fails before training rather than deep in it.
+
+        Args:
+            indices: sequence indices (train, val and test items).
+        """
+        from PIL import Image
+
+        seq = self.sequence
+        for i in indices:
+            rec = seq.records[int(i)]
+            for name, value, shape in (("K", rec.K, (3, 3)), ("w2c", rec.w2c, (4, 4))):
+                arr = np.asarray(value, dtype=np.float64)
+                if arr.shape != shape or not np.isfinite(arr).all():
+                    raise DatasetError(f"{rec.source}: camera {name} must be a finite {shape} matrix, got "
+                                       f"shape {arr.shape}{'' if arr.shape != shape else ' with non-finite values'}")
+            for key, value in rec.body.items():
+                arr = np.asarray(value, dtype=np.float64)
+                if not np.isfinite(arr).all():
+                    bad = np.argwhere(~np.isfinite(arr.reshape(-1)))[:3].ravel().tolist()
+                    raise DatasetError(f"{rec.source}: body parameter '{key}' of frame {rec.frame_id} is not finite "
+                                       f"(entries {bad}); expected finite values")
+            image = rec.paths.get("image")
+            if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".png", ".jpg", ".jpeg"):
+                path = Path(image)
+                if not path.is_file():
+                    raise MissingFileError(f"{path}: missing image file")
+                try:
+                    with Image.open(path) as im:
+                        im.verify()
+                except (OSError, ValueError, SyntaxError) as exc:
+                    raise DatasetError(f"{path}: cannot read the image ({exc}); expected a complete image file") \
+                        from None
 
     def _estimate_bytes(self, indices: Sequence[int]) -> int:
         seq = self.sequence
