@@ -1,5 +1,6 @@
 """Reliability: a non-finite loss or gradient skips the step (parameters and checkpoints stay finite)
-row stop the run with a message naming the loss term and the frames."""
+and K in a row stop the run naming the loss term and the frames; bad input (a NaN pose, a truncated
+image, a mask of the wrong size) is refused before the first step with one line naming the file."""
 from __future__ import annotations
 
 import shutil
