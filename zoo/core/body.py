@@ -524,26 +524,31 @@ class BodyModel(nn.Module):
 
     def _find_parts(self) -> BodyParts:
         names = self.joint_names
-        dominant = self.smplx.lbs_weights.detach().cpu().argmax(dim=1)
+        weights = self.smplx.lbs_weights.detach().cpu()
+        dominant = weights.argmax(dim=1)
 
         def dominated_by(selected: List[str]) -> Tensor:
             idx = torch.tensor([names.index(n) for n in selected])
             return torch.isin(dominant, idx)
 
+        def touched_by(selected: List[str]) -> Tensor:
+            return weights[:, [names.index(n) for n in selected]].sum(1) > 0
+
         sources = []
         if self.model_type == "smpl":
             face = dominated_by(["head"])
-            left = dominated_by(["left_wrist", "left_hand"])
-            right = dominated_by(["right_wrist", "right_hand"])
+            left = dominated_by(["left_wrist"]) | touched_by(["left_hand"])
+            right = dominated_by(["right_wrist"]) | touched_by(["right_hand"])
             expr = torch.zeros_like(face)
-            sources.append("dominant skinning weights (head; wrist and hand)")
+            sources.append("skinning weights (face: dominant head; hands: dominant wrist or any hand weight)")
             return BodyParts(face, expr, left, right, "; ".join(sources))
         fingers = {side: [n for n in names if n.startswith(side + "_") and any(f in n for f in _FINGERS)]
                    for side in ("left", "right")}
-        face = dominated_by(["head", "jaw", "left_eye", "right_eye"])
-        left = dominated_by(["left_wrist"] + fingers["left"])
-        right = dominated_by(["right_wrist"] + fingers["right"])
-        rule = ["face: dominant weight on head, jaw or eyes", "hands: dominant weight on the wrist or fingers"]
+        face = dominated_by(["head"]) | touched_by(["jaw", "left_eye", "right_eye"])
+        left = dominated_by(["left_wrist"]) | touched_by(fingers["left"])
+        right = dominated_by(["right_wrist"]) | touched_by(fingers["right"])
+        rule = ["face: dominant weight on the head or any jaw / eye weight",
+                "hands: dominant weight on the wrist or any finger weight"]
         flame = self.find_asset(FLAME_VERTEX_IDS_FILE)
         if flame is not None:
             face = self._ids_to_mask(np.load(flame, allow_pickle=False), flame, "FLAME vertex ids")
@@ -572,11 +577,12 @@ class BodyModel(nn.Module):
 
         SMPL-X: the face is FLAME's vertices when ``SMPL-X__FLAME_vertex_ids.npy`` (from the
         SMPL-X site) lies next to the model file or in ``$ZOO_BODY_MODELS/smplx``, else the
-        vertices whose largest skinning weight is on the head, jaw or eyes; the hands are
-        ``MANO_SMPLX_vertex_ids.pkl``'s when present, else the vertices whose largest weight is
-        on that side's wrist or fingers. ``face_expr`` are the vertices the expression blend
-        shapes move, eyeballs excluded (the face always contains them). SMPL: face = head,
-        hands = wrist and hand joints, no expression region.
+        vertices whose largest skinning weight is on the head or that have any jaw / eye weight;
+        the hands are ``MANO_SMPLX_vertex_ids.pkl``'s when present, else the vertices whose
+        largest weight is on that side's wrist or that have any weight on its fingers (so a hand
+        pose moves nothing outside the hands). ``face_expr`` are the vertices the expression
+        blend shapes move, eyeballs excluded (the face always contains them). SMPL: face = head
+        dominated, hands = wrist dominated or any ``*_hand`` weight, no expression region.
 
         Returns:
             :class:`BodyParts` (masks on the model's device).

@@ -196,7 +196,13 @@ class FlameFaceLoss(nn.Module):
 
 @register_method("exavatar")
 class ExAvatar(AvatarModule):
-    """ExAvatar; config: configs/method/exavatar.yaml."""
+    """ExAvatar; config: configs/method/exavatar.yaml.
+
+    The avatar's shape is its subject's (betas, refined, plus the learnt joint and face offsets):
+    body parameters given to it (a batch, `render_poses`) drive pose, expression and translation;
+    their betas are ignored. Needs `data_info` (see `zoo.runner.data_info`) with `model_type`
+    "smplx" for hands and face ("smpl" runs without them).
+    """
 
     def __init__(self, cfg, data_info: Optional[Mapping] = None):
         super().__init__(cfg, data_info)
@@ -543,7 +549,7 @@ class ExAvatar(AvatarModule):
         ]
         if self.cfg.pose_opt.enabled:
             groups.append({"params": [self.pose_delta.weight], "lr": float(self.cfg.pose_opt.lr), "name": "pose_opt",
-                           "sparse": True, "schedule": False})
+                           "sparse": True})
         return groups
 
     # ---------------------------------------------------------------- test-time pose fitting
