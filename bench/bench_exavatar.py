@@ -4,7 +4,7 @@ prints the person-crop and full-image metrics of the held-out split with and wit
 pose fitting (avatar frozen), beside the copy-the-nearest-training-frame baseline on the same
 frames, and the wall time.
 
-    .venv/bin/python bench/bench_exavatar.py [--steps 1000] [--fit-steps 30] [--out runs/bench_exavatar]
+    .venv/bin/python bench/bench_exavatar.py [--steps 1000] [--fit-steps 5] [--out runs/bench_exavatar]
         [--gaussian-avatar]   # also train GaussianAvatar on the same subject for its row
 
 The same run backs the slow test (tests/test_slow_exavatar.py) and the README numbers.
@@ -77,7 +77,7 @@ def _row(name: str, v: Dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000, help="training steps")
-    parser.add_argument("--fit-steps", type=int, default=30, help="test-time fitting steps per frame (0: skip)")
+    parser.add_argument("--fit-steps", type=int, default=5, help="test-time fitting steps per frame (paper: 5; 0: skip)")
     parser.add_argument("--out", default="runs/bench_exavatar", help="run folder")
     parser.add_argument("--data-root", default=None, help="synthetic subject folder (default: the preset's)")
     parser.add_argument("--gaussian-avatar", action="store_true", help="train GaussianAvatar on the same subject too")
