@@ -2,6 +2,8 @@
 
     python eval.py ckpt_path=runs/gaussian_avatar_synthetic_.../checkpoints/last.ckpt
     python eval.py ckpt_path=... data=people_snapshot data.root=/data/ps/male-3-casual
+    python eval.py checkpoint=gaussian_avatar.synthetic_s0     # a registry checkpoint (zoo.checkpoints)
+    python eval.py compare runs/a runs/b ... [--out DIR]        # one table + bar chart across runs (zoo.compare)
 
 Writes metrics.json and the rendered test images into out_dir (default: next to the checkpoint).
 """
@@ -17,17 +19,25 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.config import ConfigError, compose
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":
+        from zoo.compare import main as compare_main
+
+        return compare_main(argv[1:])
     try:
         cfg = compose("eval", argv)
-        if OmegaConf.is_missing(cfg, "ckpt_path"):
-            raise ConfigError("ckpt_path is required: python eval.py ckpt_path=runs/.../last.ckpt")
-        from zoo import runner
+        if bool(cfg.ckpt_path) == bool(cfg.checkpoint):
+            raise ConfigError("pass one of ckpt_path=runs/.../last.ckpt or checkpoint=NAME (python -m zoo checkpoints list)")
+        from zoo import checkpoints, runner
 
-        model = runner.load_module(cfg.ckpt_path, cfg.body_models)
+        if cfg.checkpoint:
+            cfg.ckpt_path = str(checkpoints.download(str(cfg.checkpoint)))
+            if not cfg.out_dir:
+                cfg.out_dir = f"runs/eval_{cfg.checkpoint}"
+        model = checkpoints.load(cfg.ckpt_path, cfg.body_models)
         data_cfg = cfg.data if cfg.get("data") else OmegaConf.create(model.data_info.get("data") or {})
         if not data_cfg:
             raise ConfigError("the checkpoint records no data section: pass data=<format> data.root=...")
-        dm = runner.build_datamodule(data_cfg, cfg.body_models or model.data_info.get("body_models"))
+        dm = runner.build_datamodule(data_cfg, model.data_info.get("body_models"))
         dm.setup("test")
         wanted = [s for s in cfg.splits if s in dm.test_split_names]
         if not wanted:
@@ -47,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                       model.protocol.as_dict()) if cfg.baseline else {}
     print(runner.format_table(model.test_results, baseline))
     runner.write_json_atomic(out_dir / "metrics.json", {
-        "method": model.method_name, "checkpoint": str(ckpt), "subject": model.data_info.get("subject"),
+        "method": model.method_name, "checkpoint": str(cfg.checkpoint or ckpt), "subject": model.data_info.get("subject"),
         "protocol": model.protocol.as_dict(), "metrics": model.test_results,
         "baseline": {"method": "copy of the nearest training frame, moved to the body's projected centre (zoo.baseline)",
                      "metrics": baseline},

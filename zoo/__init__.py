@@ -5,12 +5,14 @@ Public entry points::
     import zoo
     zoo.list_methods()                     # ['gaussian_avatar', ...]
     model = zoo.create("gaussian_avatar", preset="tiny", data_info=...)
+    model = zoo.load("runs/<run>/checkpoints/best.ckpt")        # torch.load(weights_only=True)
+    model = zoo.load_pretrained("gaussian_avatar.synthetic_s0")  # registry: download, verify, load
 """
 from __future__ import annotations
 
 from zoo.registry import get_method, list_methods, register_method
 
-__all__ = ["create", "get_method", "list_methods", "register_method"]
+__all__ = ["create", "get_method", "list_methods", "load", "load_pretrained", "register_method"]
 __version__ = "0.1.0"
 
 
@@ -34,3 +36,17 @@ def create(name: str, **overrides):
     data_info = overrides.pop("data_info", None)
     cfg = method_config(name, preset=preset, overrides=overrides)
     return cls(cfg, data_info=data_info)
+
+
+def load(path, body_models=None, map_location: str = "cpu"):
+    """Rebuild a trained method from a checkpoint file (see :func:`zoo.checkpoints.load`)."""
+    from zoo.checkpoints import load as _load
+
+    return _load(path, body_models=body_models, map_location=map_location)
+
+
+def load_pretrained(name: str, body_models=None, map_location: str = "cpu", progress: bool = True):
+    """Download (once), verify and load a registry checkpoint (see :func:`zoo.checkpoints.load_pretrained`)."""
+    from zoo.checkpoints import load_pretrained as _load_pretrained
+
+    return _load_pretrained(name, body_models=body_models, map_location=map_location, progress=progress)

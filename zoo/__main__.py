@@ -14,6 +14,15 @@ Commands:
     ``animate``: render a trained avatar in the poses of a pose file::
 
         python -m zoo animate runs/<run>/checkpoints/last.ckpt --pose poses.npz --out frames/
+
+    ``checkpoints``: the pretrained-avatar registry (``zoo.checkpoints``)::
+
+        python -m zoo checkpoints list | download NAME | verify NAME
+        python -m zoo checkpoints pack runs/<run>/checkpoints/best.ckpt --name METHOD.DATASET_SUBJECT --licence L
+
+    ``export``: the avatar's Gaussians as a standard 3DGS .ply (``zoo.export``)::
+
+        python -m zoo export CKPT --out avatar.ply [--pose FILE] [--frame N]
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-__all__ = ["COMMANDS", "build_parser", "add_data_command", "main"]
+__all__ = ["COMMANDS", "build_parser", "add_data_command", "add_checkpoints_command", "main"]
 
 
 def _positive(text: str) -> int:
@@ -121,8 +130,8 @@ def _animate(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from zoo.data.synthetic import intrinsics, look_at
+    from zoo.checkpoints import load as load_module
     from zoo.methods.base import load_pose_file
-    from zoo.runner import load_module
 
     poses = load_pose_file(args.pose)
     model = load_module(args.ckpt, args.body_models)
@@ -166,8 +175,89 @@ def add_animate_command(subparsers: argparse._SubParsersAction) -> None:
     anim.set_defaults(handler=_animate)
 
 
+def _checkpoints(args: argparse.Namespace) -> int:
+    """Handler of ``checkpoints list | download | verify | pack``."""
+    from zoo import checkpoints as ck
+
+    if args.checkpoints_command == "list":
+        entries = ck.load_registry(args.registry)
+        print(f"{len(entries)} checkpoint(s) in {args.registry or ck.registry_path()} (cache {ck.cache_dir()}):")
+        for line in ck.describe(entries):
+            print(line)
+        return 0
+    if args.checkpoints_command == "download":
+        path = ck.download(args.name, force=args.force, progress=not args.quiet, registry=args.registry)
+        print(f"{args.name}: {path} (sha256 verified)")
+        return 0
+    if args.checkpoints_command == "verify":
+        path = ck.verify(args.name, registry=args.registry)
+        print(f"{args.name}: {path} matches its recorded size and sha256")
+        return 0
+    out, text = ck.pack_entry(args.ckpt, args.name, args.out_dir, args.licence, metrics_json=args.metrics,
+                              train_command=args.train_command)
+    print(f"# wrote {out}; append this entry to {args.registry or ck.registry_path()}:")
+    print(text, end="")
+    return 0
+
+
+def add_checkpoints_command(subparsers: argparse._SubParsersAction) -> None:
+    """Install ``checkpoints``: the pretrained-avatar registry (list, download, verify, pack)."""
+    cmd = subparsers.add_parser("checkpoints", help="pretrained avatars: list, download, verify, pack",
+                                description="The registry of pretrained avatars (checkpoints/registry.yaml).")
+    cmd.add_argument("--registry", default=None, help="registry YAML (default: $ZOO_CHECKPOINT_REGISTRY or "
+                                                      "checkpoints/registry.yaml)")
+    sub = cmd.add_subparsers(dest="checkpoints_command", metavar="SUBCOMMAND")
+    sub.required = True
+    sub.add_parser("list", help="the registry's entries, their metrics and whether they are cached")
+    dl = sub.add_parser("download", help="download into the cache, verify the sha256, then rename")
+    dl.add_argument("name", help="registry name, e.g. gaussian_avatar.synthetic_s0")
+    dl.add_argument("--force", action="store_true", help="download again even when cached")
+    dl.add_argument("--quiet", action="store_true", help="no progress bar")
+    ver = sub.add_parser("verify", help="check the cached file's size and sha256 against the registry")
+    ver.add_argument("name", help="registry name")
+    pk = sub.add_parser("pack", help="strip a run's checkpoint to weights + config and print its registry entry",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pk.add_argument("ckpt", help="a train.py checkpoint (runs/<run>/checkpoints/best.ckpt)")
+    pk.add_argument("--name", required=True, help="registry name <method>.<dataset>_<subject>")
+    pk.add_argument("--out-dir", default="checkpoints", help="folder for <name>.ckpt")
+    pk.add_argument("--licence", required=True, help="licence of the weights (e.g. Apache-2.0)")
+    pk.add_argument("--metrics", default=None, help="the run's metrics.json (default: beside checkpoints/)")
+    pk.add_argument("--train-command", default="", help="the command that trained it (recorded in the entry)")
+    cmd.set_defaults(handler=_checkpoints)
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Handler of ``export``: the avatar's Gaussians as a standard 3DGS PLY."""
+    from zoo.export import export_checkpoint
+
+    out = export_checkpoint(args.ckpt, args.out, pose=args.pose, frame=args.frame, sh_degree=args.sh_degree,
+                            body_models=args.body_models)
+    what = (f"posed as frame {args.frame or 0} of {args.pose}" if args.pose else
+            f"posed as training frame {args.frame}" if args.frame is not None else "canonical")
+    print(f"wrote {out} ({what}, {out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def add_export_command(subparsers: argparse._SubParsersAction) -> None:
+    """Install ``export``: write a checkpoint's Gaussians as a standard 3DGS .ply."""
+    exp = subparsers.add_parser(
+        "export", help="write a trained avatar's Gaussians as a standard 3DGS .ply",
+        description="Write the avatar's Gaussians in the standard 3DGS PLY layout (x y z nx ny nz f_dc_* f_rest_* "
+                    "opacity scale_* rot_*; opacity as a logit, scales as logs) that common viewers open: canonical "
+                    "by default, posed with --pose FILE [--frame N] or --frame N (a training frame).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    exp.add_argument("ckpt", help="checkpoint (.ckpt) or a registry name")
+    exp.add_argument("--out", required=True, help="the .ply to write")
+    exp.add_argument("--pose", default=None, help="pose file (.npz); the avatar in its frame --frame (default 0)")
+    exp.add_argument("--frame", type=int, default=None, help="frame index in --pose, or a training frame id")
+    exp.add_argument("--sh-degree", type=int, default=3, choices=(0, 1, 2, 3), help="SH degree of the file")
+    exp.add_argument("--body-models", default=None, help="body-model folder (default: the checkpoint's)")
+    exp.set_defaults(handler=_export)
+
+
 #: Installers of the top-level commands, in help order.
-COMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [add_data_command, add_animate_command]
+COMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [add_data_command, add_animate_command,
+                                                                 add_checkpoints_command, add_export_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -359,6 +359,38 @@ class GaussianAvatar(AvatarModule):
             "pose_feature": pred["pose_feature"],
         }
 
+    @torch.no_grad()
+    def gaussians(self, body: Mapping[str, Any], canonical: bool = False, frame_id: int = -1) -> Gaussians:
+        """The avatar's Gaussians for one frame's body parameters (export, animation, the Python API).
+
+        Args:
+            body: body parameters of one frame: `global_orient [3]`, `body_pose [3J]`, `transl [3]`
+                (leading axis of 1 optional; missing orient/transl are zero; betas are the subject's).
+            canonical: the Gaussians in the canonical pose (the offsets this pose predicts, not skinned).
+            frame_id: a training frame id applies that frame's learned pose correction; -1: none.
+
+        Returns:
+            `Gaussians` with N texels: isotropic linear scales, identity rotations, opacity 1, RGB colours.
+        """
+        dev = self.betas.device
+        given = {k: torch.as_tensor(v, dtype=torch.float32).reshape(1, -1).to(dev) for k, v in body.items()
+                 if k != "betas" and torch.as_tensor(v).numel() > 0}
+        given.setdefault("global_orient", torch.zeros(1, 3, device=dev))
+        given.setdefault("transl", torch.zeros(1, 3, device=dev))
+        if "body_pose" not in given:
+            raise ValueError(f"gaussians(): body needs 'body_pose' [{3 * self.body.num_body_joints}], got {sorted(body)}")
+        params = self.frame_body({"body": given, "frame_id": torch.tensor([int(frame_id)], device=dev)})
+        pred = self.predict(params)
+        points = self.canon_points.unsqueeze(0) + pred["offset"]
+        if not canonical:
+            to_posed = self.body(params).transforms @ self.canon_transforms_inv.unsqueeze(0)
+            points = lbs_points(points, self.texel_weights, to_posed)
+        n = points.shape[1]
+        quats = points.new_zeros(n, 4)
+        quats[:, 0] = 1.0
+        return Gaussians(means=points[0], quats=quats, scales=pred["scale"][0].expand(-1, 3).contiguous(),
+                         opacities=points.new_ones(n), colors=pred["color"][0])
+
     # ---------------------------------------------------------------- losses / optimisation
     def loss_terms(self, batch, out, gt) -> Dict[str, torch.Tensor]:
         pred = out["rgb"]

@@ -355,6 +355,35 @@ class HumanSplatHMR(AvatarModule):
             "scales": g["scales"], "opacities": g["opacities"],
         }
 
+    @torch.no_grad()
+    def gaussians(self, body: Mapping[str, Any], canonical: bool = False, frame_id: int = -1) -> Gaussians:
+        """The avatar's Gaussians for one frame's body parameters (export, animation, the Python API).
+
+        Args:
+            body: body parameters of one frame: `global_orient [3]`, `body_pose [3J]`, `transl [3]`
+                (leading axis of 1 optional; missing orient/transl are zero; betas are the subject's).
+            canonical: the Gaussians on the body in its zero pose at the origin.
+            frame_id: a trained frame id uses that frame's refined pose; -1: the given pose.
+
+        Returns:
+            `Gaussians` (mesh-bound means and rotations, linear scales, opacities, RGB colours).
+        """
+        dev = self.betas.device
+        given = {k: torch.as_tensor(v, dtype=torch.float32).reshape(1, -1).to(dev) for k, v in body.items()
+                 if k != "betas" and torch.as_tensor(v).numel() > 0}
+        if "body_pose" not in given:
+            raise ValueError(f"gaussians(): body needs 'body_pose' [{3 * self.num_body_joints}], got {sorted(body)}")
+        given.setdefault("global_orient", torch.zeros(1, 3, device=dev))
+        given.setdefault("transl", torch.zeros(1, 3, device=dev))
+        given["betas"] = self.betas
+        if canonical:
+            given = {k: (v if k == "betas" else torch.zeros_like(v)) for k, v in given.items()}
+            frame_id = -1
+        params = self.frame_body({"body": given, "frame_id": torch.tensor([int(frame_id)], device=dev)})
+        g = self.posed_gaussians(params)
+        return Gaussians(means=g["means"][0], quats=g["quats"][0], scales=g["scales"], opacities=g["opacities"],
+                         colors=g["colors"])
+
     # ---------------------------------------------------------------- losses
     def temporal_prior(self, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared second differences of pose and translation around the batch's trained frames.
