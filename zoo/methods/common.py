@@ -1,14 +1,17 @@
-"""Small pieces several methods share: building the body model from a sequence's data_info and
-preparing batch body parameters."""
+"""Small pieces several methods share: building the body model from a sequence's data_info,
+preparing batch body parameters and rendering one posed avatar per batch view."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
 from zoo.core.body import BodyModel
+from zoo.core.camera import Cameras
+from zoo.core.gaussians import Gaussians
+from zoo.core.render import render
 
 
 def body_models_root(data_info: Mapping[str, Any]) -> Optional[str]:
@@ -48,3 +51,25 @@ def posed_local_vertices(body: BodyModel, params: Mapping[str, torch.Tensor]) ->
     local["transl"] = torch.zeros_like(params["transl"])
     local.pop("scale", None)
     return body(local).vertices
+
+
+def render_views(gaussians_of: Callable[[int], Gaussians], cameras: Cameras, background: torch.Tensor,
+                 **render_kwargs: Any) -> Dict[str, torch.Tensor]:
+    """Render one Gaussian set per batch view (each frame has its own posed avatar).
+
+    Args:
+        gaussians_of: view index b -> the `Gaussians` to draw from ``cameras[b]``.
+        cameras: `Cameras` of the B views.
+        background: RGB `[3]`.
+        **render_kwargs: passed to `zoo.core.render.render` (e.g. ``backend``).
+
+    Returns:
+        ``rgb [B,3,H,W]``, ``alpha [B,1,H,W]``, ``depth [B,1,H,W]`` (expected depth, RGB+ED).
+    """
+    outs = [render(gaussians_of(b), cameras[b:b + 1], backgrounds=background.view(1, 3), render_mode="RGB+ED",
+                   **render_kwargs) for b in range(len(cameras))]
+    return {
+        "rgb": torch.cat([o.rgb for o in outs]).permute(0, 3, 1, 2),
+        "alpha": torch.cat([o.alpha for o in outs]).permute(0, 3, 1, 2),
+        "depth": torch.cat([o.depth for o in outs]).permute(0, 3, 1, 2),
+    }

@@ -57,10 +57,9 @@ from zoo.core.camera import Cameras
 from zoo.core.gaussians import Gaussians
 from zoo.core.losses import l1_loss, ssim
 from zoo.core.mesh import position_map, uv_rasterize
-from zoo.core.render import render
 from zoo.core.skinning import lbs_points
 from zoo.methods.base import AvatarModule, schedule_value
-from zoo.methods.common import body_model_for, body_params, posed_local_vertices
+from zoo.methods.common import body_model_for, body_params, posed_local_vertices, render_views
 from zoo.registry import register_method
 
 
@@ -337,23 +336,17 @@ class GaussianAvatar(AvatarModule):
         posed = self.body(params)
         to_posed = posed.transforms @ self.canon_transforms_inv.unsqueeze(0)  # canonical -> posed
         means = lbs_points(self.canon_points.unsqueeze(0) + pred["offset"], self.texel_weights, to_posed)
-        cameras = Cameras.from_batch(batch)
-        rgbs, alphas, depths = [], [], []
         n = means.shape[1]
         quats = means.new_zeros(n, 4)
         quats[:, 0] = 1.0
         opac = means.new_ones(n)
-        for b in range(means.shape[0]):
-            gs = Gaussians(means=means[b], quats=quats, scales=pred["scale"][b].expand(-1, 3), opacities=opac,
-                           colors=pred["color"][b])
-            out = render(gs, cameras[b:b + 1], backgrounds=background.view(1, 3), render_mode="RGB+ED")
-            rgbs.append(out.rgb)
-            alphas.append(out.alpha)
-            depths.append(out.depth)
+
+        def view(b: int) -> Gaussians:
+            return Gaussians(means=means[b], quats=quats, scales=pred["scale"][b].expand(-1, 3), opacities=opac,
+                             colors=pred["color"][b])
+
         return {
-            "rgb": torch.cat(rgbs).permute(0, 3, 1, 2),
-            "alpha": torch.cat(alphas).permute(0, 3, 1, 2),
-            "depth": torch.cat(depths).permute(0, 3, 1, 2),
+            **render_views(view, Cameras.from_batch(batch), background),
             "offset": pred["offset"],
             "scale": pred["scale"],
             "pose_feature": pred["pose_feature"],

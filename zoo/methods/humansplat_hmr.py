@@ -105,9 +105,8 @@ from zoo.core.metrics import mpjpe, pa_mpjpe, translation_error
 from zoo.core.pose_noise import PoseNoise, PoseNoiseConfig, apply_pose_noise, sample_pose_noise
 from zoo.core.quaternion import matrix_to_quat, quat_multiply
 from zoo.core.regularizers import coverage_loss, normal_band_loss
-from zoo.core.render import render
 from zoo.methods.base import AvatarModule, load_pose_file
-from zoo.methods.common import body_model_for, body_params
+from zoo.methods.common import body_model_for, body_params, render_views
 from zoo.registry import register_method
 
 SOURCES = ("dataset", "noise", "file")
@@ -337,20 +336,12 @@ class HumanSplatHMR(AvatarModule):
     def render_batch(self, batch: Dict[str, Any], background: torch.Tensor) -> Dict[str, torch.Tensor]:
         params = self.frame_body(batch)
         g = self.posed_gaussians(params)
-        cameras = Cameras.from_batch(batch)
-        rgbs, alphas, depths = [], [], []
-        for b in range(g["means"].shape[0]):
-            gs = Gaussians(means=g["means"][b], quats=g["quats"][b], scales=g["scales"], opacities=g["opacities"],
-                           colors=g["colors"])
-            out = render(gs, cameras[b:b + 1], backgrounds=background.view(1, 3), render_mode="RGB+ED",
-                         backend=str(self.cfg.render_backend))
-            rgbs.append(out.rgb)
-            alphas.append(out.alpha)
-            depths.append(out.depth)
+        def view(b: int) -> Gaussians:
+            return Gaussians(means=g["means"][b], quats=g["quats"][b], scales=g["scales"], opacities=g["opacities"],
+                             colors=g["colors"])
+
         return {
-            "rgb": torch.cat(rgbs).permute(0, 3, 1, 2),
-            "alpha": torch.cat(alphas).permute(0, 3, 1, 2),
-            "depth": torch.cat(depths).permute(0, 3, 1, 2),
+            **render_views(view, Cameras.from_batch(batch), background, backend=str(self.cfg.render_backend)),
             "means": g["means"], "anchors": g["anchors"], "normals": g["normals"], "verts": g["verts"],
             "scales": g["scales"], "opacities": g["opacities"],
         }
