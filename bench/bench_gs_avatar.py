@@ -11,9 +11,7 @@ Seconds per step are the fit time over the steps (validation every steps/8 inclu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,20 +21,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def run(steps: int, out: Path, data_root: Path | None = None, extra: list[str] | None = None) -> dict:
     """Train and test 3DGS-Avatar with the synthetic preset; returns metrics.json plus the wall time."""
-    import train as train_script
+    from bench_gaussian_avatar import run_preset
 
-    args = ["experiment=gs_avatar_synthetic", "data=synthetic", "logger=csv", f"run_dir={out}",
-            f"trainer.max_steps={steps}", f"trainer.val_check_interval={max(steps // 8, 1)}",
-            "trainer.enable_progress_bar=false"]
-    if data_root is not None:
-        args.append(f"data.root={data_root}")
-    start = time.time()
-    code = train_script.main(args + list(extra or []))
-    if code != 0:
-        raise SystemExit(f"train.py exited with {code}")
-    result = json.loads((out / "metrics.json").read_text())
-    result["wall_seconds"] = round(time.time() - start, 1)
-    return result
+    return run_preset("gs_avatar_synthetic", steps, out, data_root, extra)
 
 
 def _rows(name: str, result: dict) -> list[str]:
