@@ -11,7 +11,7 @@ def body_models_root(tmp_path_factory) -> Path:
 
     Usable as ``ZOO_BODY_MODELS`` or as ``model_path`` of ``zoo.core.body.BodyModel``.
     """
-    from zoo.core.synthetic_body import write_body_models
+    from zoo.synthetic.body import write_body_models
 
     return write_body_models(tmp_path_factory.mktemp("body_models"), seed=0)
 
@@ -22,7 +22,7 @@ def tiny_subject(tmp_path_factory, body_models_root) -> Path:
 
     Returns the subject folder a parser reads.
     """
-    from zoo.data.synthetic import ensure_synthetic
+    from zoo.synthetic.subject import ensure_synthetic
 
     root = tmp_path_factory.mktemp("tiny_zju")
     return ensure_synthetic(root, format="zju_mocap", subjects=1, frames=8, res=32, seed=0, cameras=3,

@@ -1,4 +1,4 @@
-"""Body model, skinning and procedural body files (zoo.core.body / skinning / synthetic_body)."""
+"""Body model, skinning and procedural body files (zoo.core.body / skinning, zoo.synthetic.body)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.core import synthetic_body as sb
+from zoo.synthetic import body as sb
 from zoo.core.body import BodyModel, canonical_body_pose, find_model_file
 from zoo.core.skinning import (
     closest_point_on_triangle,
@@ -27,7 +27,7 @@ from zoo.core.skinning import (
     query_weights,
     rigid_inverse,
 )
-from zoo.core.synthetic_mesh import _KEYPOINT_VERTICES
+from zoo.synthetic.mesh import _KEYPOINT_VERTICES
 
 FILES = {("smpl", "pkl"), ("smpl", "npz"), ("smplx", "npz"), ("smplx", "pkl")}
 

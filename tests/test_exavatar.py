@@ -20,7 +20,7 @@ from zoo.core.textured_mesh import render_textured_mesh
 
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory, body_models_root):
-    from zoo.data.synthetic import ensure_synthetic
+    from zoo.synthetic.subject import ensure_synthetic
 
     return ensure_synthetic(tmp_path_factory.mktemp("xh"), format="x_humans", subjects=1, frames=8, res=32, seed=1,
                             body_models=body_models_root)
@@ -242,7 +242,7 @@ def test_flame_face_loss_with_assets(setup, body_models_root, tmp_path):
     m.train()
     # a close camera on the face so that it covers pixels of the 32x32 image
     head = m.body(m.frame_body(batch)).vertices[0, torch.as_tensor(ids)].mean(0).detach()
-    from zoo.data.synthetic import intrinsics, look_at
+    from zoo.synthetic.subject import intrinsics, look_at
 
     close = dict(batch, w2c=torch.as_tensor(look_at(head.numpy() + np.array([0, 0, 0.6]), head.numpy()),
                                             dtype=torch.float32)[None], K=torch.as_tensor(intrinsics(32, 32), dtype=torch.float32)[None])
@@ -278,7 +278,7 @@ def test_test_time_fitting_recovers_a_perturbed_pose(setup):
 
 
 def test_animation_with_new_expressions_and_hand_poses(model, setup, tmp_path):
-    from zoo.data.synthetic import intrinsics, look_at
+    from zoo.synthetic.subject import intrinsics, look_at
     from zoo.methods.base import load_pose_file
 
     info, batch = setup

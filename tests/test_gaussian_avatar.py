@@ -153,7 +153,7 @@ def test_animate_command_renders_a_pose_file(tiny_subject, body_models_root, tmp
 def test_smplx_subject_position_maps(tmp_path, body_models_root):
     """GaussianAvatar on an SMPL-X subject (X-Humans layout): the UV pipeline and the pose encoder's
     posed position map work for SMPL-X as for SMPL (a complaint about the original code)."""
-    from zoo.data.synthetic import ensure_synthetic
+    from zoo.synthetic.subject import ensure_synthetic
 
     subject = ensure_synthetic(tmp_path / "xh", format="x_humans", subjects=1, frames=4, res=32, seed=1,
                                body_models=body_models_root)

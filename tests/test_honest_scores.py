@@ -159,7 +159,7 @@ def test_validation_never_overlaps_a_test_split(honest_dm):
 def test_people_snapshot_val_inside_test_falls_back_to_last_checkpoint(body_models_root, tmp_path):
     import train as train_script
     from zoo.data.datamodule import AvatarDataModule
-    from zoo.data.synthetic import ensure_synthetic
+    from zoo.synthetic.subject import ensure_synthetic
 
     root = ensure_synthetic(tmp_path / "ps", format="people_snapshot", subjects=1, frames=10, res=64, seed=1,
                             body_models=body_models_root)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from zoo.core import mesh
-from zoo.data import synthetic as syn
-from zoo.data import synthetic_texture as tex
-from zoo.data.synthetic_motion import HELDOUT_PROGRAMS, STYLES, make_motion, num_heldout
+from zoo.synthetic import subject as syn
+from zoo.synthetic import texture as tex
+from zoo.synthetic.motion import HELDOUT_PROGRAMS, STYLES, make_motion, num_heldout
 
 ROOT = Path(__file__).resolve().parents[1]
 

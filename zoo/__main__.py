@@ -60,8 +60,8 @@ def _fraction(text: str) -> float:
 
 def _data_synth(args: argparse.Namespace) -> int:
     """Handler of ``data synth``: write the subjects, print where and a one-line summary."""
-    from zoo.data.synthetic import FORMAT_DEFAULTS, body_models_dir, synthesize
-    from zoo.data.synthetic_motion import num_heldout
+    from zoo.synthetic.subject import FORMAT_DEFAULTS, body_models_dir, synthesize
+    from zoo.synthetic.motion import num_heldout
 
     start = time.perf_counter()
     body_models = body_models_dir(args.body_models)
@@ -86,8 +86,8 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 def add_data_command(subparsers: argparse._SubParsersAction) -> None:
     """Install ``data`` (dataset tools) and its ``synth`` subcommand."""
-    from zoo.data.synthetic import FORMAT_DEFAULTS
-    from zoo.data.synthetic_motion import STYLES
+    from zoo.synthetic.subject import FORMAT_DEFAULTS
+    from zoo.synthetic.motion import STYLES
 
     data = subparsers.add_parser("data", help="dataset tools", description="Dataset tools.")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -129,7 +129,7 @@ def _animate(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from zoo.data.synthetic import intrinsics, look_at
+    from zoo.synthetic.subject import intrinsics, look_at
     from zoo.checkpoints import load as load_module
     from zoo.methods.base import load_pose_file
 

@@ -39,7 +39,7 @@ def resolve_data_root(data_cfg: Mapping[str, Any]) -> Path:
     root = Path(str(root)).expanduser()
     synth = data_cfg.get("synthesize")
     if synth:
-        from zoo.data.synthetic import ensure_synthetic
+        from zoo.synthetic.subject import ensure_synthetic
 
         options = OmegaConf.to_container(synth, resolve=True) if isinstance(synth, DictConfig) else dict(synth)
         return ensure_synthetic(root, progress=True, **options)
@@ -57,7 +57,7 @@ def resolve_body_models(body_models: Optional[str], data_cfg: Mapping[str, Any])
     if os.environ.get("ZOO_BODY_MODELS"):
         return os.environ["ZOO_BODY_MODELS"]
     if data_cfg.get("synthesize"):
-        from zoo.data.synthetic import body_models_dir
+        from zoo.synthetic.subject import body_models_dir
 
         return str(body_models_dir(None))
     return None

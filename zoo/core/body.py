@@ -17,7 +17,7 @@ Conventions:
 Model files are licensed and supplied by the user: ``model_path`` is a file, or a folder holding
 ``smpl/SMPL_{NEUTRAL,MALE,FEMALE}.{pkl,npz}`` and ``smplx/SMPLX_*.{npz,pkl}`` (or those files
 directly); ``None`` uses the ``ZOO_BODY_MODELS`` environment variable. Tests and the demo use
-:mod:`zoo.core.synthetic_body`, which writes files in the same formats.
+:mod:`zoo.synthetic.body`, which writes files in the same formats.
 
 The smplx buffers are registered as non-persistent, so a module that holds a ``BodyModel`` does
 not copy the (licensed, large) model arrays into its checkpoints; the body model is rebuilt from
@@ -205,7 +205,7 @@ def _not_found(model_type: str, gender: str, looked: List[Any], where: str) -> F
         f"Looked for:\n  {listed}\n"
         f"Download it from {DOWNLOAD_URLS[model_type]} (registration required) and put it at "
         f"<folder>/{model_type}/{stem}{_EXTS[model_type][0]}, then set {ENV_VAR}=<folder> or pass "
-        f"model_path=. For tests and demos, `python -m zoo.core.synthetic_body --out <folder>` "
+        f"model_path=. For tests and demos, `python -m zoo.synthetic.body --out <folder>` "
         f"writes procedural stand-ins."
     )
 

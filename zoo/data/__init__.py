@@ -7,7 +7,7 @@
 * :mod:`zoo.data.datamodule` — ``AvatarDataModule``, one LightningDataModule for every format.
 * :mod:`zoo.data.body_files` — numpy access to SMPL / SMPL-X files (rest joints) and rotations.
 * :mod:`zoo.data.protocols` — the evaluation protocol presets of every dataset (one table).
-* :mod:`zoo.data.synthetic` — procedural subjects rendered with a mesh rasterizer, in any layout.
+* (procedural subjects in any layout live in :mod:`zoo.synthetic`, outside the runtime data layer.)
 
 Submodules are imported on first use so ``import zoo.data`` stays cheap.
 """

@@ -8,7 +8,7 @@ with numpy alone, so the data layer does not depend on the body-model core.
 Model files are looked up as ``<root>/<model_type>/<SMPL|SMPLX>_<GENDER>.{pkl,npz}`` where
 ``root`` is the ``body_models=`` option of a parser or the ``ZOO_BODY_MODELS`` environment
 variable. The files are licensed (https://smpl.is.tue.mpg.de, https://smpl-x.is.tue.mpg.de) and
-must be supplied by the user; tests use the procedural files of ``zoo.core.synthetic_body``.
+must be supplied by the user; tests use the procedural files of ``zoo.synthetic.body``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Rigging of the procedural SMPL / SMPL-X bodies: what animates the mesh.
 
-Given the mesh of :mod:`zoo.core.synthetic_mesh` and the skeleton of
-:mod:`zoo.core.synthetic_skeleton`: skinning weights that blend smoothly between a bone and its
+Given the mesh of :mod:`zoo.synthetic.mesh` and the skeleton of
+:mod:`zoo.synthetic.skeleton`: skinning weights that blend smoothly between a bone and its
 neighbours near each joint, the ten shape directions, the SMPL-X expression directions, pose
 correctives, a joint regressor that reproduces the joints exactly, and the SMPL-X hand PCA and
 face landmarks.
@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zoo.core.synthetic_mesh import _Mesh, _Part
-from zoo.core.synthetic_skeleton import (
+from zoo.synthetic.mesh import _Mesh, _Part
+from zoo.synthetic.skeleton import (
     NUM_JOINTS,
     _FINGERS,
     _HEAD,

@@ -1,7 +1,7 @@
 """Surface geometry of the procedural SMPL / SMPL-X bodies: parts, mesh, UV charts, keypoints.
 
 Each body part is a closed, outward-oriented surface of revolution with (super-)elliptic
-cross-sections around a bone of the skeleton (:mod:`zoo.core.synthetic_skeleton`). This module
+cross-sections around a bone of the skeleton (:mod:`zoo.synthetic.skeleton`). This module
 builds the parts, chooses their rings x segments so that the vertex count is exactly the official
 one, triangulates them with one rectangular UV chart each, skyline-packs the charts into
 ``[0, 1]^2`` at one texel density, and reorders the vertices so that the indices smplx reads for
@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from zoo.core.synthetic_skeleton import (
+from zoo.synthetic.skeleton import (
     _FINGERS,
     _HEAD,
     _LANKLE,

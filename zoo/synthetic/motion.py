@@ -11,7 +11,7 @@ same motion, bit for bit.
 
 Conventions: the SMPL canonical frame (y up, the body faces +z, its left side is +x), angles in
 degrees inside this module and radians (axis-angle) in the output, float32 parameters. The
-vertical translation is left at 0: :func:`zoo.data.synthetic.ground_motion` puts the feet on
+vertical translation is left at 0: :func:`zoo.synthetic.subject.ground_motion` puts the feet on
 the floor once the body shape is known.
 
 The training part of a sequence and its held-out part (the last ``heldout_fraction`` of the
@@ -463,7 +463,7 @@ def make_motion(
             (:data:`HELDOUT_PROGRAMS`); they form the ``test_pose`` split.
 
     Returns:
-        A :class:`Motion`; ``transl[:, 1]`` is 0 (see ``zoo.data.synthetic.ground_motion``)
+        A :class:`Motion`; ``transl[:, 1]`` is 0 (see ``zoo.synthetic.subject.ground_motion``)
         and the horizontal path's bounding box is centred on the origin.
 
     Raises:

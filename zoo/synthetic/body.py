@@ -38,11 +38,11 @@ bodies are taller with broader shoulders, female ones shorter with wider hips) a
 ``(model_type, seed, gender)`` in-process. Like the official models, every seed and gender of a
 model type shares one topology: faces, vertex order, UV layout and landmark faces. CLI::
 
-    python -m zoo.core.synthetic_body --out DIR [--seed S]
+    python -m zoo.synthetic.body --out DIR [--seed S]
 
-The generator is split along what it does: :mod:`zoo.core.synthetic_skeleton` (kinematic trees,
-proportions, rest joints), :mod:`zoo.core.synthetic_mesh` (body parts, mesh, UV charts,
-keypoint vertices) and :mod:`zoo.core.synthetic_rig` (skinning weights, blend shapes, joint
+The generator is split along what it does: :mod:`zoo.synthetic.skeleton` (kinematic trees,
+proportions, rest joints), :mod:`zoo.synthetic.mesh` (body parts, mesh, UV charts,
+keypoint vertices) and :mod:`zoo.synthetic.rig` (skinning weights, blend shapes, joint
 regressor, hand PCA, face landmarks); this module assembles them (shared topology, per-seed
 arrays) and writes the files.
 """
@@ -61,7 +61,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zoo.core.synthetic_mesh import (
+from zoo.synthetic.mesh import (
     _apply_permutation,
     _body_parts,
     _build_mesh,
@@ -71,7 +71,7 @@ from zoo.core.synthetic_mesh import (
     _vertex_normals,
     uv_coverage,
 )
-from zoo.core.synthetic_rig import (
+from zoo.synthetic.rig import (
     _expression_dirs,
     _hand_pca,
     _joint_regressor,
@@ -80,7 +80,7 @@ from zoo.core.synthetic_rig import (
     _shape_dirs,
     _skinning_weights,
 )
-from zoo.core.synthetic_skeleton import (
+from zoo.synthetic.skeleton import (
     NUM_JOINTS,
     SMPL_PARENTS,
     SMPLX_PARENTS,
@@ -105,7 +105,9 @@ __all__ = [
 
 #: Bumped whenever the generated arrays change; part of the manifest that decides re-writing.
 GENERATOR_VERSION = 1
-_GENERATOR = "zoo.core.synthetic_body"  # manifest tag (fixed: the CLI runs this module as __main__)
+_GENERATOR = "zoo.synthetic.body"  # manifest tag (fixed: the CLI runs this module as __main__)
+#: Tags earlier releases wrote (the module lived at zoo/core/synthetic_body.py); their caches stay valid.
+_OLD_GENERATORS = ("zoo.core.synthetic_body",)
 #: Vertex count of each model type (as the official models).
 NUM_VERTICES = {"smpl": 6890, "smplx": 10475}
 
@@ -353,7 +355,7 @@ def write_body_models(root, seed: int = 0) -> Path:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             manifest = None
-    ours = isinstance(manifest, dict) and manifest.get("generator") == _GENERATOR
+    ours = isinstance(manifest, dict) and manifest.get("generator") in (_GENERATOR, *_OLD_GENERATORS)
     if ours and manifest.get("version") == GENERATOR_VERSION and manifest.get("seed") == int(seed) and all(
         (root / rel).is_file() for rel, *_ in files
     ):
@@ -369,15 +371,15 @@ def write_body_models(root, seed: int = 0) -> Path:
         manifest_path.unlink()  # a crash below must not leave a manifest claiming stale files
     for rel, model_type, fmt, gender in files:
         write_body_model(root / rel, model_type, fmt, seed, gender)
-    payload = {"generator": "zoo.core.synthetic_body", "version": GENERATOR_VERSION, "seed": int(seed), "files": [f[0] for f in files]}
+    payload = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "seed": int(seed), "files": [f[0] for f in files]}
     _atomic_write(manifest_path, lambda fh: fh.write(json.dumps(payload, indent=1).encode()))
     return root
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m zoo.core.synthetic_body --out DIR [--seed S]``."""
+    """CLI: ``python -m zoo.synthetic.body --out DIR [--seed S]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m zoo.core.synthetic_body",
+        prog="python -m zoo.synthetic.body",
         description="Write procedural SMPL / SMPL-X model files (usable as ZOO_BODY_MODELS).",
     )
     parser.add_argument("--out", required=True, help="output folder; gets smpl/ and smplx/")

@@ -1,9 +1,9 @@
 """Synthetic subjects: a procedural person rendered with a mesh rasterizer, written in any layout.
 
 A subject (:func:`make_subject`) is the body model (the procedural bodies of
-``zoo.core.synthetic_body``, or real SMPL / SMPL-X files when ``body_models`` / ``$ZOO_BODY_MODELS``
+``zoo.synthetic.body``, or real SMPL / SMPL-X files when ``body_models`` / ``$ZOO_BODY_MODELS``
 points at them) with seeded ``betas`` and a seeded clothing texture
-(:mod:`zoo.data.synthetic_texture`). A motion (:func:`zoo.data.synthetic_motion.make_motion`)
+(:mod:`zoo.synthetic.texture`). A motion (:func:`zoo.synthetic.motion.make_motion`)
 poses it; mild pose-dependent cloth offsets push vertices along their normals.
 :func:`render_capture` rasterizes the posed mesh into every camera with
 ``zoo.core.mesh.rasterize_triangles`` (z-buffer, per-pixel barycentric texture look-up, Lambert +
@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from zoo.core import mesh
-from zoo.data import synthetic_texture as tex
-from zoo.data.synthetic_motion import Motion, make_motion
+from zoo.synthetic import texture as tex
+from zoo.synthetic.motion import Motion, make_motion
 
 __all__ = [
     "FORMAT_DEFAULTS", "CameraRig", "Subject", "body_models_dir", "make_subject", "pose_subject", "ground_motion",
@@ -42,7 +42,7 @@ __all__ = [
     "read_manifest", "ensure_synthetic",
 ]
 
-#: Per-format defaults: body model, motion style (see ``synthetic_motion.STYLES``), camera count.
+#: Per-format defaults: body model, motion style (see ``motion.STYLES``), camera count.
 FORMAT_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "zju_mocap": {"model_type": "smpl", "style": "mix", "cameras": 8},
     "people_snapshot": {"model_type": "smpl", "style": "turn", "cameras": 1},
@@ -73,7 +73,7 @@ def body_models_dir(body_models: Optional[os.PathLike | str] = None) -> Path:
     """The folder holding ``smpl/`` and ``smplx/`` model files to build subjects from.
 
     Order: the argument, ``$ZOO_BODY_MODELS``, else procedural files written (once) with
-    ``zoo.core.synthetic_body.write_body_models`` into ``$ZOO_CACHE/body_models`` (default
+    ``zoo.synthetic.body.write_body_models`` into ``$ZOO_CACHE/body_models`` (default
     ``~/.cache/avatar-zoo/body_models``).
 
     Args:
@@ -86,7 +86,7 @@ def body_models_dir(body_models: Optional[os.PathLike | str] = None) -> Path:
         return Path(body_models).expanduser()
     if os.environ.get("ZOO_BODY_MODELS"):
         return Path(os.environ["ZOO_BODY_MODELS"]).expanduser()
-    from zoo.core.synthetic_body import write_body_models
+    from zoo.synthetic.body import write_body_models
 
     cache = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "avatar-zoo").expanduser()
     return write_body_models(cache / "body_models")

@@ -1,6 +1,6 @@
 """Kinematic trees, body proportions and rest joints of the procedural SMPL / SMPL-X bodies.
 
-The first stage of :mod:`zoo.core.synthetic_body`: the joint trees of both model types, the
+The first stage of :mod:`zoo.synthetic.body`: the joint trees of both model types, the
 seeded per-gender proportion factors and the rest-pose skeleton (joints, sole height, head
 ellipsoid, SMPL-X finger geometry) the body parts are built around, plus the small numeric
 helpers (smooth step, unit vector, Gaussian) that every stage uses.
