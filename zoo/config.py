@@ -45,8 +45,7 @@ def _now(fmt: str = "%Y%m%d-%H%M%S") -> str:
 
 
 if not OmegaConf.has_resolver("now"):
-    _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
-    _register("now", _now, use_cache=True)
+    OmegaConf.register_new_resolver("now", _now, use_cache=True)
 
 
 def _load_yaml(path: Path) -> DictConfig:
