@@ -28,6 +28,7 @@ __all__ = [
     "MAX_ALPHA",
     "TRANSMITTANCE_STOP",
     "DEFAULT_CHUNK_BUDGET",
+    "SAVED_PAIRS_BUDGET",
     "TilePlan",
     "build_plan",
     "RasterizePixels",
@@ -40,6 +41,10 @@ TRANSMITTANCE_STOP = 1e-4
 
 # Default number of (tile pixel, Gaussian) pairs the torch backend processes at once.
 DEFAULT_CHUNK_BUDGET = 1 << 19
+
+# (tile pixel, Gaussian) pairs whose forward tensors are kept for the backward pass (about
+# 12 bytes each in float32); the chunks beyond it are recomputed there.
+SAVED_PAIRS_BUDGET = 1 << 24
 
 
 # ----------------------------------------------------------------------------------------
@@ -217,15 +222,20 @@ def _pixel_features(tile_size: int, dtype: torch.dtype, device: torch.device) ->
 class _Chunk:
     """One depth chunk of ``B`` intersections for each of ``Ta`` tiles, laid out ``[Ta, B, P]``.
 
-    The Mahalanobis term ``sigma = 1/2 (a dx^2 + c dy^2) + b dx dy`` of every (slot, pixel)
-    pair is one GEMM of per-slot coefficients with the pixel monomials of
-    :func:`_pixel_features`; everything else is a handful of element-wise passes. A conic
-    from the projection is positive definite, so ``sigma < 0`` can only come from rounding;
-    it is clamped to 0 here instead of skipping the pair as gsplat's kernel does (Gaussians
-    whose blurred 2D covariance is not positive definite are culled in
-    :func:`~zoo.core.projection.project_gaussians`, so the two agree up to rounding). ``sigma`` is also clamped
-    to 80 from above, where ``exp`` would underflow into slow denormals while alpha is far
-    below 1/255 anyway.
+    The log-alpha ``s = log(o) - sigma`` with ``sigma = 1/2 (a dx^2 + c dy^2) + b dx dy`` of
+    every (slot, pixel) pair is one GEMM of per-slot coefficients with the pixel monomials of
+    :func:`_pixel_features` (the opacity is folded into the constant term); everything else
+    is a handful of element-wise passes: ``alpha = min(0.999, exp(max(s, -80)))``, set to 0
+    below 1/255 (the clamp at -80 keeps ``exp`` out of slow denormals). A conic from the projection
+    is positive definite, so ``sigma < 0`` can only come from rounding; such a pair is kept
+    with ``alpha = o * exp(-sigma)`` here instead of being skipped as in gsplat's kernel
+    (Gaussians whose blurred 2D covariance is not positive definite are culled in
+    :func:`~zoo.core.projection.project_gaussians`, so the two agree up to rounding).
+
+    Transmittance: ``T_all = cumprod([T0, 1 - alpha_1, ..., 1 - alpha_B])`` along the chunk,
+    so ``T_all[:, :-1]`` is the transmittance before each Gaussian and ``T_all[:, 1:]`` after
+    it, without a division. The stop rule (exclusive, ``T <= 1e-4``) only costs a masking
+    pass in chunks where some pixel actually stops.
     """
 
     def __init__(
@@ -257,41 +267,74 @@ class _Chunk:
         self.op = a[..., 5] * valid  # padding slots get opacity 0 and so never contribute
         self.colors = a[..., 6:]  # [Ta, B, D]
         mx, my, ca, cb, cc = self.mx, self.my, self.ca, self.cb, self.cc
+        # log(0) would put -inf (and inf * 0 = nan) into the GEMM: clamp to a tiny opacity,
+        # whose log is far below log(1/255) and so skipped like any faint pair.
+        log_op = torch.log(self.op.clamp_min(_TINY[dtype]))
         coef = torch.stack(
             [
-                0.5 * ca * mx * mx + cb * mx * my + 0.5 * cc * my * my,
-                -(ca * mx + cb * my),
-                -(cb * mx + cc * my),
-                0.5 * ca,
-                cb,
-                0.5 * cc,
+                log_op - (0.5 * ca * mx * mx + cb * mx * my + 0.5 * cc * my * my),
+                ca * mx + cb * my,
+                cb * mx + cc * my,
+                -0.5 * ca,
+                -cb,
+                -0.5 * cc,
             ],
             dim=-1,
         )  # [Ta, B, 6]
-        sigma = torch.matmul(coef, feats)  # [Ta, B, P]
-        vis = sigma.clamp_(0.0, 80.0).neg_().exp_()
-        self.vis = vis
-        self.raw = vis * self.op[:, :, None]
-        # skip alpha < 1/255 (threshold keeps x > t, so t is the float just below 1/255)
-        alpha = torch.nn.functional.threshold(self.raw, _below(ALPHA_THRESHOLD, dtype), 0.0).clamp_max_(MAX_ALPHA)
+        s = torch.matmul(coef, feats)  # log(o * exp(-sigma)) [Ta, B, P]
+        # exp of values below -80 would be slow denormals (and exp(-inf) a slow path) while
+        # alpha is far below 1/255 anyway; skip alpha < 1/255 (threshold keeps x > t, so t
+        # is the float just below 1/255), then clamp at 0.999.
+        alpha = s.clamp_min_(-80.0).exp_()
+        alpha = torch.nn.functional.threshold_(alpha, _below(ALPHA_THRESHOLD, dtype), 0.0).clamp_max_(MAX_ALPHA)
         self.alpha = alpha
-        self.om = 1.0 - alpha
         T0e = T0 * (~done0).to(dtype)
-        self.T0e = T0e
-        self.tcum = torch.cumprod(self.om, dim=1) * T0e[:, None, :]
-        # T after each Gaussian, zeroed from the first one that would bring it to <= 1e-4:
-        # the pixel stops there (exclusive); T only decreases, so this cuts a suffix.
-        tc = torch.nn.functional.threshold(self.tcum, TRANSMITTANCE_STOP, 0.0)
-        self.weights = alpha / self.om * tc  # alpha_i * T_before_i for contributors, else 0
+        ta = torch.empty((alpha.shape[0], alpha.shape[1] + 1, alpha.shape[2]), dtype=dtype, device=alpha.device)
+        ta[:, 0] = T0e
+        torch.sub(1.0, alpha, out=ta[:, 1:])
+        self.T_all = torch.cumprod(ta, dim=1)  # T before each Gaussian, then after the last
+        del ta
+        tcum = self.tcum
+        last = tcum[:, -1]
+        # pixels that reach the stop in this chunk (done ones have T0e = 0 and weigh 0 anyway)
+        self.stops = bool(((last <= TRANSMITTANCE_STOP) & ~done0).any())
+        w = alpha * self.T_all[:, :-1]  # alpha_i * T_before_i
+        if self.stops:
+            # T after each Gaussian is <= 1e-4 from the one that stops the pixel on
+            # (exclusive); T only decreases, so this zeroes a suffix.
+            w.masked_fill_(tcum <= TRANSMITTANCE_STOP, 0.0)
+        self.weights = w
         self.T0 = T0
         self.done0 = done0
 
+    @property
+    def tcum(self) -> Tensor:
+        """Transmittance after each Gaussian of the chunk. ``[Ta, B, P]``"""
+        return self.T_all[:, 1:]
+
+    @property
+    def T_before(self) -> Tensor:
+        """Transmittance before each Gaussian of the chunk. ``[Ta, B, P]``"""
+        return self.T_all[:, :-1]
+
     def end_state(self) -> Tuple[Tensor, Tensor]:
         """Transmittance and stop flag of every pixel after the chunk. ``([Ta, P], [Ta, P])``"""
-        last = torch.nn.functional.threshold(self.tcum, TRANSMITTANCE_STOP, float("inf")).amin(dim=1)
-        T1 = torch.minimum(self.T0, last)
-        done1 = self.done0 | (self.tcum[:, -1, :] <= TRANSMITTANCE_STOP)
+        tcum = self.tcum
+        if self.stops:
+            last = torch.nn.functional.threshold(tcum, TRANSMITTANCE_STOP, float("inf")).amin(dim=1)
+            T1 = torch.minimum(self.T0, last)
+        else:
+            T1 = torch.where(self.done0, self.T0, tcum[:, -1])
+        done1 = self.done0 | (tcum[:, -1] <= TRANSMITTANCE_STOP)
         return T1, done1
+
+    def drop_forward_only(self) -> None:
+        """Frees what the backward pass does not read (kept chunks then cost 3 floats per pair)."""
+        self.T0 = self.done0 = None  # type: ignore[assignment]
+
+
+# smallest opacity fed to log() for padding slots (normal numbers of each dtype)
+_TINY = {torch.float32: 1e-30, torch.float64: 1e-300, torch.float16: 1e-4, torch.bfloat16: 1e-30}
 
 
 def _pack_attributes(means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor) -> Tensor:
@@ -319,7 +362,12 @@ def _below(value: float, dtype: torch.dtype) -> float:
 
 
 class RasterizePixels(torch.autograd.Function):
-    """Differentiable front-to-back compositing over a :class:`TilePlan` (no background)."""
+    """Differentiable front-to-back compositing over a :class:`TilePlan` (no background).
+
+    When gradients are needed, the forward pass keeps the per-pair tensors of its chunks
+    (alpha, transmittance, weight) for the backward pass up to :data:`SAVED_PAIRS_BUDGET`
+    (pixel, Gaussian) pairs in all; chunks past that are recomputed in the backward pass.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -338,11 +386,12 @@ class RasterizePixels(torch.autograd.Function):
         n_pix = plan.tile_size**2
         n_tiles = plan.tile_count.numel()
         feats = _pixel_features(plan.tile_size, dtype, device)
+        keep_left = SAVED_PAIRS_BUDGET if any(ctx.needs_input_grad[:4]) else 0
 
         acc = torch.zeros(n_tiles, d, n_pix, dtype=dtype, device=device)
         T = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
         done = torch.zeros(n_tiles, n_pix, dtype=torch.bool, device=device)
-        chunks: List[Tuple[Tensor, int, int, Tensor, Tensor]] = []
+        chunks: List[Tuple[Tensor, int, int, Tensor, Tensor, Optional[_Chunk]]] = []
         for tiles in _tile_groups(plan, n_pix, budget):
             pos = 0
             while tiles.numel() > 0:
@@ -354,7 +403,13 @@ class RasterizePixels(torch.autograd.Function):
                 T1, done1 = ch.end_state()
                 T[tiles] = T1
                 done[tiles] = done1
-                chunks.append((tiles, pos, width, T0, done0))
+                kept = None
+                if ch.alpha.numel() <= keep_left:
+                    keep_left -= ch.alpha.numel()
+                    ch.drop_forward_only()
+                    kept = ch
+                chunks.append((tiles, pos, width, T0, done0, kept))
+                del ch
                 pos += width
                 more = (plan.tile_count[tiles] > pos) & ~done1.all(dim=1)
                 tiles = tiles[more]
@@ -386,27 +441,34 @@ class RasterizePixels(torch.autograd.Function):
 
         # gradients in the layout of _pack_attributes (+ |d means2d| per pixel for absgrad)
         grads = torch.zeros(n_attr, 6 + d + (2 if ctx.absgrad else 0), dtype=dtype, device=device)
-        for tiles, pos, width, T0, done0 in reversed(ctx.chunks):
-            ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
+        for tiles, pos, width, T0, done0, ch in reversed(ctx.chunks):
+            if ch is None:
+                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
             gid = ch.gid.reshape(-1)
             Gt = G[tiles]  # [Ta, D, P]
             w = ch.weights
             gc = torch.bmm(ch.colors, Gt)  # dL/dC . c_i per pixel [Ta, B, P]
-            q = gc * w
-            suffix = q.flip(1).cumsum(1).flip(1)  # sum over j >= i, back to front
+            # rest_i = S + sum_{j > i} gc_j w_j  (back to front, from one inclusive cumsum)
+            csum = torch.cumsum(gc * w, dim=1)
             S_t = S[tiles]
-            rest = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], dim=1) + S_t[:, None, :]
-            T_before = torch.cat([ch.T0e[:, None, :], ch.tcum[:, :-1]], dim=1)
-            v_alpha = (T_before * gc - rest / ch.om) * torch.sign(w)
-            S[tiles] = S_t + suffix[:, 0]
+            S_new = S_t + csum[:, -1]
+            rest = torch.sub(S_new[:, None, :], csum, out=csum)
+            S[tiles] = S_new
+            om = torch.sub(1.0, ch.alpha)
+            # dL/dalpha_i = T_before_i gc_i - rest_i / (1 - alpha_i), for contributing pairs
+            v_alpha = (ch.T_before * gc).sub_(rest.div_(om))
+            del rest, om
             v_col = torch.bmm(w, Gt.transpose(1, 2))  # [Ta, B, D]
 
-            # alpha = min(0.999, o * vis): no gradient where the clamp is active.
-            v_alpha = v_alpha * torch.sign((MAX_ALPHA - ch.raw).clamp_min_(0.0))
-            v_op = (v_alpha * ch.vis).sum(-1)
-            v_sigma = -(v_alpha * ch.raw)
+            # alpha = min(0.999, o exp(-sigma)): d alpha / d log-alpha = alpha for
+            # contributing pairs where the clamp is not active, else 0.
+            gate = torch.where((w > 0) & (ch.alpha < MAX_ALPHA), ch.alpha, 0.0)
+            v_s = v_alpha.mul_(gate)  # dL/d(log alpha) = -dL/dsigma  [Ta, B, P]
+            del gate
+            op = ch.op
+            v_op = v_s.sum(-1) / op.clamp_min(_TINY[dtype])  # d log alpha / d o = 1 / o
             # sums over pixels of v_sigma * (1, u, v, uu, uv, vv), each [Ta, B]
-            mom = torch.mm(feats, v_sigma.reshape(-1, feats.shape[1]).t()).reshape((6,) + v_sigma.shape[:2])
+            mom = torch.mm(feats, v_s.reshape(-1, feats.shape[1]).t()).neg_().reshape((6,) + v_s.shape[:2])
             m0, mu, mv, muu, muv, mvv = mom.unbind(0)
             mx, my = ch.mx, ch.my
             s_x = mx * m0 - mu  # sum v_sigma * dx,  dx = mean_x - pixel_x
@@ -421,10 +483,11 @@ class RasterizePixels(torch.autograd.Function):
                 # per-pixel d sigma / d mean is linear in (u, v): (a dx + b dy, b dx + c dy)
                 lin_x = torch.stack([ch.ca * mx + ch.cb * my, -ch.ca, -ch.cb], -1)
                 lin_y = torch.stack([ch.cb * mx + ch.cc * my, -ch.cb, -ch.cc], -1)
-                ax = (torch.matmul(lin_x, feats[:3]) * v_sigma).abs_().sum(-1)
-                ay = (torch.matmul(lin_y, feats[:3]) * v_sigma).abs_().sum(-1)
+                ax = (torch.matmul(lin_x, feats[:3]) * v_s).abs_().sum(-1)
+                ay = (torch.matmul(lin_y, feats[:3]) * v_s).abs_().sum(-1)
                 parts.append(torch.stack([ax, ay], -1))
             grads.index_add_(0, gid, torch.cat(parts, -1).reshape(gid.numel(), -1))
+            del ch, v_s, v_alpha
 
         if ctx.absgrad:
             means2d.absgrad = grads[:, 6 + d :].reshape(means2d.shape)
