@@ -61,6 +61,7 @@ from zoo.core.tile_raster import (  # noqa: F401
     RasterizePixels,
     TilePlan,
     build_plan,
+    cull_plan,
 )
 
 __all__ = [
@@ -437,8 +438,11 @@ def _rasterize_torch(
         means2d_r.detach().reshape(-1, 2), radii_r.reshape(-1, 2), depths_r.detach().reshape(-1),
         image_ids, n_images, width, height, tile_size,
     )  # fmt: skip
+    # the pixel stage walks only the pairs that can reach alpha >= 1/255 in their tile (same
+    # image and gradients); the meta below describes gsplat's full intersection list
+    raster_plan = cull_plan(plan, means2d_r.reshape(-1, 2), conics_r.reshape(-1, 3), opac_r.reshape(-1))
     render_colors, render_alphas = RasterizePixels.apply(
-        means2d_r, conics_r, cols_r.contiguous(), opac_r, plan, chunk_budget, absgrad
+        means2d_r, conics_r, cols_r.contiguous(), opac_r, raster_plan, chunk_budget, absgrad
     )
     if backgrounds is not None and render_mode not in ("D", "ED"):
         bg = backgrounds.reshape(n_images, 1, 1, -1)

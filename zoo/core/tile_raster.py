@@ -31,6 +31,7 @@ __all__ = [
     "SAVED_PAIRS_BUDGET",
     "TilePlan",
     "build_plan",
+    "cull_plan",
     "RasterizePixels",
 ]
 
@@ -180,6 +181,77 @@ def build_plan(
         tile_size=tile_size,
         width=width,
         height=height,
+    )
+
+
+def cull_plan(plan: TilePlan, means2d: Tensor, conics: Tensor, opacities: Tensor) -> TilePlan:
+    """Drops the intersections whose Gaussian reaches ``alpha >= 1/255`` at no pixel of the tile.
+
+    gsplat's isect rule pairs a Gaussian with every tile its axis-aligned box touches; for
+    most of those pairs (box corners, rotated ellipses, the tile-granular rim) every pixel of
+    the tile skips the Gaussian. Such a pair changes neither the image nor a gradient, so the
+    pixel stage can leave it out: per pair, the smallest ``sigma`` over the rectangle spanned
+    by the tile's pixel centres is found in closed form (0 when the mean lies inside it, else
+    the minimum of the convex quadratic over the four edges), and the pair is kept when
+    ``o * exp(-sigma_min)`` is not below 1/255 (with a margin for rounding, so a kept
+    superset, never a lost contributor). The returned plan keeps the depth order; the meta of
+    :func:`zoo.core.render.rasterize` still describes the full gsplat intersection list.
+
+    Args:
+        plan: The plan of :func:`build_plan`.
+        means2d: Projected centres (flattened, the plan's indexing). ``[P, 2]``
+        conics: Inverse 2D covariances ``(a, b, c)``. ``[P, 3]``
+        opacities: Opacities used for compositing. ``[P]``
+    """
+    if plan.flat_ids.numel() == 0:
+        return plan
+    with torch.no_grad():
+        gid = plan.flat_ids
+        dtype = means2d.dtype
+        per_image = plan.tiles_h * plan.tiles_w
+        local = plan.tile_ids % per_image
+        ts = plan.tile_size
+        x_lo = ((local % plan.tiles_w) * ts).to(dtype) + 0.5
+        y_lo = (torch.div(local, plan.tiles_w, rounding_mode="floor") * ts).to(dtype) + 0.5
+        m = means2d.detach()[gid]
+        con = conics.detach()[gid]
+        a, b, c = con[:, 0], con[:, 1], con[:, 2]
+        # offsets d = mean - pixel over the box: d_x in [mx - x_hi, mx - x_lo]
+        dx_hi = m[:, 0] - x_lo
+        dx_lo = dx_hi - (ts - 1)
+        dy_hi = m[:, 1] - y_lo
+        dy_lo = dy_hi - (ts - 1)
+        inside = (dx_lo <= 0) & (dx_hi >= 0) & (dy_lo <= 0) & (dy_hi >= 0)
+
+        def edge_min(d_fixed: Tensor, lo: Tensor, hi: Tensor, p: Tensor, q: Tensor) -> Tensor:
+            # min over t in [lo, hi] of 0.5 p d^2 + b d t + 0.5 q t^2 (q > 0)
+            t = (-b * d_fixed / q).clamp(min=lo, max=hi)
+            return 0.5 * p * d_fixed * d_fixed + b * d_fixed * t + 0.5 * q * t * t
+
+        sig = torch.minimum(
+            torch.minimum(edge_min(dx_lo, dy_lo, dy_hi, a, c), edge_min(dx_hi, dy_lo, dy_hi, a, c)),
+            torch.minimum(edge_min(dy_lo, dx_lo, dx_hi, c, a), edge_min(dy_hi, dx_lo, dx_hi, c, a)),
+        )
+        sig = torch.where(inside, torch.zeros_like(sig), sig).clamp_min(0.0)
+        op = opacities.detach().reshape(-1)[gid]
+        # keep alpha >= 1/255, with a relative margin of 1e-3 on alpha (rounding of the
+        # pixel stage's tile-centre expansion is many orders smaller)
+        keep = op * torch.exp(-sig) >= ALPHA_THRESHOLD * (1.0 - 1e-3)
+        tile = plan.tile_ids[keep]
+        tile_count = torch.bincount(tile, minlength=plan.tile_count.numel())
+        tile_start = torch.cumsum(tile_count, 0) - tile_count
+    return TilePlan(
+        flat_ids=gid[keep],
+        tile_ids=tile,
+        tile_start=tile_start,
+        tile_count=tile_count,
+        tiles_per_gauss=plan.tiles_per_gauss,
+        n_images=plan.n_images,
+        tiles_h=plan.tiles_h,
+        tiles_w=plan.tiles_w,
+        tile_size=plan.tile_size,
+        width=plan.width,
+        height=plan.height,
     )
 
 
