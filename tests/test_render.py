@@ -580,6 +580,60 @@ def test_kept_and_recomputed_chunks_agree_with_dense(seed, monkeypatch):
             torch.testing.assert_close(other[3][k], results[0][3][k], atol=1e-12, rtol=1e-12, msg=k)
 
 
+@pytest.mark.parametrize("tile_size", [4, 8, 16])
+def test_cull_plan_keeps_exactly_the_pairs_that_reach_alpha_threshold(tile_size):
+    """cull_plan's closed-form min of sigma over a tile against brute force over its pixels:
+    every (tile, Gaussian) pair with some pixel at alpha >= 1/255 is kept, and a dropped
+    pair stays below 1/255 at every pixel (the margin only keeps pairs within 0.1%)."""
+    from zoo.core.tile_raster import build_plan, cull_plan
+
+    g = torch.Generator().manual_seed(tile_size)
+    n, w, h = 300, 61, 45
+    means2d = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w, h]).double()
+    # random anisotropic, rotated 2D covariances (+ the 0.3 px blur) and their conics
+    ang = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
+    sx, sy = 0.5 + 6 * torch.rand(n, generator=g, dtype=torch.float64), 0.3 + 2 * torch.rand(n, generator=g, dtype=torch.float64)
+    R = torch.stack([torch.stack([ang.cos(), -ang.sin()], -1), torch.stack([ang.sin(), ang.cos()], -1)], -2)
+    cov = R @ torch.diag_embed(torch.stack([sx, sy], -1) ** 2) @ R.transpose(-1, -2) + 0.3 * torch.eye(2, dtype=torch.float64)
+    inv = torch.linalg.inv(cov)
+    conics = torch.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], -1)
+    opac = 0.01 + 0.99 * torch.rand(n, generator=g, dtype=torch.float64)
+    ext = torch.sqrt(2 * torch.log(opac * 255)).clamp_max(3.33)
+    radii = torch.ceil(ext[:, None] * torch.sqrt(torch.stack([cov[:, 0, 0], cov[:, 1, 1]], -1))).long()
+    depths = torch.rand(n, generator=g, dtype=torch.float64)
+    plan = build_plan(means2d, radii, depths, torch.zeros(n, dtype=torch.long), 1, w, h, tile_size)
+    culled = cull_plan(plan, means2d, conics, opac)
+    assert 0 < culled.flat_ids.numel() < plan.flat_ids.numel()
+    # brute force: max alpha over each pair's tile pixels
+    tile = plan.tile_ids.long()
+    col, row = tile % plan.tiles_w, tile // plan.tiles_w
+    c = torch.arange(tile_size, dtype=torch.float64) + 0.5
+    px = (col[:, None] * tile_size + c[None, :])[:, None, :]
+    py = (row[:, None] * tile_size + c[None, :])[:, :, None]
+    gid = plan.flat_ids.long()
+    dx, dy = means2d[gid, 0, None, None] - px, means2d[gid, 1, None, None] - py
+    a, b, cc = (conics[gid, i, None, None] for i in range(3))
+    alpha = opac[gid, None, None] * torch.exp(-(0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy))
+    peak = alpha.flatten(1).max(1).values
+    kept = torch.zeros(plan.flat_ids.numel(), dtype=torch.bool)
+    key = plan.tile_ids.long() * n + gid
+    kept[torch.isin(key, culled.tile_ids.long() * n + culled.flat_ids.long())] = True
+    assert kept[peak >= 1 / 255].all()
+    assert (peak[~kept] < 1 / 255).all()
+    # the bound is the exact min of sigma over the rectangle spanned by the pixel centres:
+    # a kept pair reaches (nearly) 1/255 somewhere on a fine grid of that rectangle
+    f = torch.linspace(0.5, tile_size - 0.5, 8 * tile_size + 1, dtype=torch.float64)
+    fx = (col[:, None] * tile_size + f[None, :])[:, None, :]
+    fy = (row[:, None] * tile_size + f[None, :])[:, :, None]
+    dx, dy = means2d[gid, 0, None, None] - fx, means2d[gid, 1, None, None] - fy
+    fine = (opac[gid, None, None] * torch.exp(-(0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy))).flatten(1).max(1).values
+    assert not (kept & (fine < (1 / 255) * 0.99)).any()
+    assert (kept == (fine >= (1 / 255) * (1 - 1e-3)))[(fine - 1 / 255).abs() > 0.02 / 255].all()
+    # same depth order within each tile, counts consistent
+    assert int(culled.tile_count.sum()) == culled.flat_ids.numel()
+    assert (culled.tile_ids[1:] >= culled.tile_ids[:-1]).all()
+
+
 def test_batch_dims_match_separate_renders():
     s1, s2 = make_scene(seed=14), make_scene(seed=15)
     keys = ("means", "quats", "scales", "opacities", "colors", "viewmats", "Ks")
