@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.registry import get_method
 
         model = get_method(str(cfg.method.name))(cfg.method, data_info=info)
+        if cfg.get("ckpt_path"):
+            runner.check_resume(cfg.ckpt_path, cfg.method)  # weights_only=True, refused before any output
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.methods.base import NonFiniteError
 
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """A checkpoint is loaded with torch.load(weights_only=True): a planted code-running pickle is refused
-by eval.py and by animate with one clear error, and its code never runs."""
+by eval.py, by animate and by resuming (train.py ckpt_path=) with one clear error, and its code never
+runs; a loaded model is pinned to the step it was saved at."""
 from __future__ import annotations
 
 import os
@@ -39,5 +40,28 @@ def test_planted_pickle_is_refused_by_eval_and_animate(tiny_subject, body_models
     pose_file = tmp_path / "poses.npz"
     np.savez(pose_file, body_pose=np.zeros((1, 69), np.float32))
     assert zoo_main(["animate", str(evil), "--pose", str(pose_file), "--out", str(tmp_path / "frames")]) == 2
+    resumed = tmp_path / "resumed"
+    assert train_script.main(["experiment=gaussian_avatar_tiny", f"data.root={tiny_subject}", "data.synthesize=null",
+                              f"body_models={body_models_root}", "logger=csv", f"run_dir={resumed}",
+                              "test_after_fit=false", "trainer.enable_progress_bar=false",
+                              f"ckpt_path={evil}"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "evil.ckpt" in err and "Traceback" not in err
     assert not marker.exists(), "the planted pickle ran"
     assert not (tmp_path / "eval" / "metrics.json").exists()
+    assert not resumed.exists(), "a refused resume left output behind"
+    # Lightning's own resume path loads with weights_only=True too (not only our up-front check)
+    import lightning as L
+    import pickle
+
+    import pytest
+
+    import zoo
+
+    model = zoo.load(run / "checkpoints" / "last.ckpt", body_models=str(body_models_root))
+    assert model.step == int(ckpt["global_step"]) > 0  # pinned by runner.load_module
+    trainer = L.Trainer(max_steps=int(ckpt["global_step"]) + 1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    with pytest.raises(pickle.UnpicklingError):
+        trainer.fit(model, train_dataloaders=[{}], ckpt_path=str(evil), weights_only=True)
+    assert not marker.exists(), "the planted pickle ran"

@@ -353,11 +353,8 @@ def load(path: os.PathLike | str, body_models: Optional[str] = None, map_locatio
         peek = {}
     hp = peek.get("hyper_parameters") or {} if isinstance(peek, Mapping) else {}
     resolved = _body_models_for(dict(hp.get("data_info") or {}), body_models)
+    # load_module pins the module to its saved step (schedules and stages read the Trainer's step)
     module = runner.load_module(path, resolved)
-    # schedules and stages read `step` (the Trainer's global step, 0 outside training): a loaded model
-    # renders as it was at the step it was saved (e.g. GaussianAvatar's stage 2 with its pose encoder)
-    if isinstance(peek, Mapping) and peek.get("global_step") is not None and hasattr(module, "pin_step"):
-        module.pin_step(int(peek["global_step"]))
     return module.to(map_location)
 
 

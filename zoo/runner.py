@@ -153,10 +153,16 @@ def build_trainer(tcfg: Mapping[str, Any], run_dir: Path, logger, callbacks: Seq
                      callbacks=list(callbacks), **kwargs)
 
 
-def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
-    """Rebuild a method from a checkpoint (its stored config and data_info) and load its weights."""
-    from zoo.registry import get_method
+def read_checkpoint(ckpt_path: str | Path) -> Dict[str, Any]:
+    """A checkpoint's contents through ``torch.load(weights_only=True)``, refused with one clear error.
 
+    Used by load_module (eval, animate, zoo.load) and by train.py before resuming (``ckpt_path=``):
+    a crafted pickle must not run code, a truncated file or something that is not an Avatar Zoo
+    checkpoint is named with what was expected.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unsafe, unreadable or not an Avatar Zoo checkpoint.
+    """
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -171,15 +177,62 @@ def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
                          f"containers (torch.load weights_only=True: {first})") from None
     except (RuntimeError, EOFError) as err:
         raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
+    except Exception as err:  # noqa: BLE001 - any other decoder failure is a bad file, not a bug here
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"{path}: not an Avatar Zoo checkpoint (expected a dict with state_dict and "
+                         f"hyper_parameters, got {type(ckpt).__name__})")
     hp = ckpt.get("hyper_parameters") or {}
-    if "cfg" not in hp:
+    if not isinstance(hp, Mapping) or not isinstance(hp.get("cfg"), Mapping) or "name" not in hp["cfg"]:
         raise ValueError(f"{path}: not an Avatar Zoo checkpoint (no method config in hyper_parameters)")
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise ValueError(f"{path}: not an Avatar Zoo checkpoint (no state_dict)")
+    return dict(ckpt)
+
+
+def check_resume(ckpt_path: str | Path, method_cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """Refuse, before any output, a checkpoint train.py cannot resume from (`read_checkpoint`'s checks,
+    and a method other than the configured one). Returns the checkpoint's contents."""
+    ckpt = read_checkpoint(ckpt_path)
+    saved = ckpt["hyper_parameters"]["cfg"].get("name")
+    wanted = method_cfg.get("name")
+    if saved != wanted:
+        raise ValueError(f"{ckpt_path}: checkpoint of method {saved!r}, but method={wanted!r} is configured "
+                         f"(resume with the method the checkpoint was trained with)")
+    return ckpt
+
+
+def load_module(ckpt_path: str | Path, body_models: Optional[str] = None):
+    """Rebuild a method from a checkpoint (its stored config and data_info) and load its weights.
+
+    The module is pinned to the step it was saved at (`pin_step`): schedules and stages read the
+    Trainer's global step, which is 0 outside training, so a loaded model renders as it was saved.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: see `read_checkpoint`; the stored method config
+            does not fit this code (unknown method, missing or mismatched weights).
+    """
+    from zoo.registry import get_method
+
+    path = Path(ckpt_path)
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
     info = dict(hp.get("data_info") or {})
     if body_models:
         info["body_models"] = body_models
-    cls = get_method(hp["cfg"]["name"])
+    try:
+        cls = get_method(hp["cfg"]["name"])
+    except KeyError as err:
+        raise ValueError(f"{path}: hyper_parameters.cfg.name: {err.args[0] if err.args else err}") from None
     module = cls(hp["cfg"], data_info=info)
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{path}: weights do not fit the stored method config {hp['cfg']['name']!r} "
+                         f"({first})") from None
+    if ckpt.get("global_step") is not None and hasattr(module, "pin_step"):
+        module.pin_step(int(ckpt["global_step"]))
     module.eval()
     return module
 
