@@ -121,9 +121,9 @@ def test_an_expression_moves_only_face_gaussians(model, setup):
     _, batch = setup
     with torch.no_grad():
         params = model.frame_body(batch)
-        a = model.gaussians(params)
+        a = model.posed_gaussians(params)
         other = dict(params, expression=params["expression"] + torch.linspace(-1.5, 1.5, params["expression"].shape[1]))
-        b = model.gaussians(other)
+        b = model.posed_gaussians(other)
     moved = _moved(a, b)
     assert moved.sum() > 0.5 * model.is_face_expr.sum()
     assert not (moved & ~model.is_face).any()
@@ -134,9 +134,9 @@ def test_a_hand_pose_moves_only_that_hands_gaussians(model, setup):
     _, batch = setup
     with torch.no_grad():
         params = model.frame_body(batch)
-        a = model.gaussians(params)
+        a = model.posed_gaussians(params)
         g = torch.Generator().manual_seed(3)
-        b = model.gaussians(dict(params, left_hand_pose=params["left_hand_pose"] + 0.6 * torch.randn(1, 45, generator=g)))
+        b = model.posed_gaussians(dict(params, left_hand_pose=params["left_hand_pose"] + 0.6 * torch.randn(1, 45, generator=g)))
     moved = _moved(a, b)
     left = model.hand_sides[0]
     assert moved.sum() > 100
@@ -181,7 +181,7 @@ def test_bad_expression_width_is_a_clear_error(model, setup):
     _, batch = setup
     params = model.frame_body(batch)
     with pytest.raises(ValueError, match="expression"):
-        model.gaussians(dict(params, expression=torch.zeros(1, 99)))
+        model.posed_gaussians(dict(params, expression=torch.zeros(1, 99)))
 
 
 def test_without_flame_assets_it_says_so_once_and_has_no_face_term(setup, caplog):
@@ -291,7 +291,7 @@ def test_animation_with_new_expressions_and_hand_poses(model, setup, tmp_path):
     np.savez(tmp_path / "poses.npz", body_pose=body_pose, expression=expression, left_hand_pose=left)
     poses = load_pose_file(tmp_path / "poses.npz")
     with torch.no_grad():
-        probe = model.gaussians({"body_pose": torch.as_tensor(body_pose[:1]), "betas": model.subject_betas(),
+        probe = model.posed_gaussians({"body_pose": torch.as_tensor(body_pose[:1]), "betas": model.subject_betas(),
                                  "global_orient": torch.zeros(1, 3), "transl": torch.zeros(1, 3)})["means"][0]
     centre = probe.mean(0).numpy()
     w2c = look_at(centre + np.array([0.0, 0.0, 2.5]), centre)

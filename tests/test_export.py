@@ -8,7 +8,7 @@ import torch
 
 from zoo.export import SH_C0
 
-EXPORTING = ["gaussian_avatar", "humansplat_hmr"]
+EXPORTING = ["gaussian_avatar", "gs_avatar", "exavatar", "humansplat_hmr"]
 STANDARD = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
@@ -60,9 +60,18 @@ def test_export_ply_reads_back_as_the_gaussians(trained, tmp_path, capsys):
     xyz = np.stack([col["x"], col["y"], col["z"]], 1)
     np.testing.assert_allclose(xyz, g.means.numpy(), atol=1e-5)
     assert np.all(col["nx"] == 0) and np.all(col["ny"] == 0) and np.all(col["nz"] == 0)
-    rgb = 0.5 + SH_C0 * np.stack([col[f"f_dc_{i}"] for i in range(3)], 1)
-    np.testing.assert_allclose(rgb, g.colors.numpy(), atol=1e-5)
-    assert all(np.all(col[f"f_rest_{i}"] == 0) for i in range(45))
+    f_dc = np.stack([col[f"f_dc_{i}"] for i in range(3)], 1)
+    f_rest = np.stack([col[f"f_rest_{i}"] for i in range(45)], 1)  # channel-major: 15 R, 15 G, 15 B
+    if g.sh is None:  # RGB colours: degree 0 only
+        np.testing.assert_allclose(0.5 + SH_C0 * f_dc, g.colors.numpy(), atol=1e-5)
+        assert np.all(f_rest == 0)
+    else:  # view-dependent colours fitted as SH (gs_avatar): band-major [N, K, 3] in the model
+        sh = g.sh.numpy()
+        np.testing.assert_allclose(f_dc, sh[:, 0], atol=1e-5)
+        rest = np.zeros((len(g), 15, 3))
+        rest[:, : sh.shape[1] - 1] = sh[:, 1:]
+        np.testing.assert_allclose(f_rest, rest.transpose(0, 2, 1).reshape(len(g), 45), atol=1e-5)
+        assert np.abs(f_rest).max() > 0  # the colour really depends on the view
     np.testing.assert_allclose(1 / (1 + np.exp(-col["opacity"])), g.opacities.numpy().clip(1e-6, 1 - 1e-6), atol=1e-5)
     scales = np.exp(np.stack([col[f"scale_{i}"] for i in range(3)], 1))
     np.testing.assert_allclose(scales, g.scales.numpy(), rtol=1e-5)
@@ -96,7 +105,10 @@ def test_gaussians_follow_the_body_translation(trained):
     b = model.gaussians({**pose, "transl": shift})
     torch.testing.assert_close(b.means - a.means, torch.as_tensor(shift).expand_as(a.means), atol=1e-4, rtol=0)
     torch.testing.assert_close(b.scales, a.scales)
-    torch.testing.assert_close(b.colors, a.colors)
+    if a.sh is None:
+        torch.testing.assert_close(b.colors, a.colors)
+    else:  # view directions are global (a Fibonacci sphere), so a translation leaves the colours
+        torch.testing.assert_close(b.sh, a.sh, atol=1e-4, rtol=0)
     assert torch.isfinite(a.means).all() and len(a) > 100
     with pytest.raises(ValueError, match="body_pose"):
         model.gaussians({"transl": shift})

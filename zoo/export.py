@@ -163,11 +163,16 @@ def export_checkpoint(ckpt: os.PathLike | str, out: os.PathLike | str, pose: Opt
     model = checkpoints.load(path, body_models=body_models)
     if not hasattr(model, "gaussians"):
         raise ValueError(f"method {model.method_name!r} does not expose gaussians(body_params) yet")
+    import inspect
+
+    # view-dependent methods (gs_avatar) fit SH colours: fit them at the file's degree
+    extra = {"sh_degree": int(sh_degree)} if "sh_degree" in inspect.signature(model.gaussians).parameters else {}
     if pose is not None:
-        g = model.gaussians(pose_from_file(pose, 0 if frame is None else int(frame)))
+        g = model.gaussians(pose_from_file(pose, 0 if frame is None else int(frame)), **extra)
     elif frame is not None:
-        g = model.gaussians(pose_from_dataset(model.data_info.get("data") or {}, int(frame)), frame_id=int(frame))
+        g = model.gaussians(pose_from_dataset(model.data_info.get("data") or {}, int(frame)), frame_id=int(frame),
+                            **extra)
     else:
         J = 3 * int(getattr(getattr(model, "body", None), "num_body_joints", 23))
-        g = model.gaussians({"body_pose": np.zeros(J, np.float32)}, canonical=True)
+        g = model.gaussians({"body_pose": np.zeros(J, np.float32)}, canonical=True, **extra)
     return write_ply(g, out, sh_degree)

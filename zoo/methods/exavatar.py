@@ -400,7 +400,39 @@ class ExAvatar(AvatarModule):
             out[key] = base + delta[:, a:b]
         return out
 
-    def gaussians(self, params: Dict[str, torch.Tensor], ident: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def gaussians(self, body: Mapping[str, Any], canonical: bool = False, frame_id: int = -1) -> Gaussians:
+        """The avatar's Gaussians for one frame's body parameters (export, animation, the Python API).
+
+        Args:
+            body: SMPL-X parameters of one frame: ``body_pose [3J]`` and optionally ``global_orient``,
+                ``transl``, ``jaw_pose``, ``left_hand_pose``, ``right_hand_pose``, ``expression``
+                (leading axis of 1 optional; missing ones are zero; betas are the subject's).
+            canonical: the Gaussians on the body in its zero pose at the origin.
+            frame_id: a trained frame id applies that frame's learned pose correction; -1: none.
+
+        Returns:
+            ``Gaussians``: isotropic linear scales, identity rotations, opacity 1, RGB colours.
+        """
+        dev = self.subject_betas().device
+        given = {k: torch.as_tensor(v, dtype=torch.float32).reshape(1, -1).to(dev) for k, v in body.items()
+                 if k != "betas" and torch.as_tensor(v).numel() > 0}
+        if "body_pose" not in given:
+            raise ValueError(f"gaussians(): body needs 'body_pose' [{3 * self.body.num_body_joints}], got {sorted(body)}")
+        given.setdefault("global_orient", torch.zeros(1, 3, device=dev))
+        given.setdefault("transl", torch.zeros(1, 3, device=dev))
+        if canonical:
+            given = {k: torch.zeros_like(v) for k, v in given.items()}
+            frame_id = -1
+        params = self.frame_body({"body": given, "frame_id": torch.tensor([int(frame_id)], device=dev)})
+        g = self.posed_gaussians(params)
+        n = g["means"].shape[1]
+        quats = g["means"].new_zeros(n, 4)
+        quats[:, 0] = 1.0
+        return Gaussians(means=g["means"][0], quats=quats, scales=g["scale"][0].expand(-1, 3).contiguous(),
+                         opacities=g["means"].new_ones(n), colors=g["color"][0])
+
+    def posed_gaussians(self, params: Dict[str, torch.Tensor], ident: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
         """Posed Gaussians of both images for body parameters `params` (batch B).
 
         Returns:
@@ -456,7 +488,7 @@ class ExAvatar(AvatarModule):
     def render_params(self, params: Dict[str, torch.Tensor], batch: Dict[str, Any], background: torch.Tensor,
                       ident: Optional[Dict[str, Any]] = None, both: bool = True) -> Dict[str, torch.Tensor]:
         """Render body parameters from the batch's cameras (the pose-independent image too with `both`)."""
-        g = self.gaussians(params, ident)
+        g = self.posed_gaussians(params, ident)
         cameras = Cameras.from_batch(batch)
         out: Dict[str, List[torch.Tensor]] = {}
         for b in range(g["means"].shape[0]):

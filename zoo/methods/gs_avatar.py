@@ -445,7 +445,11 @@ class GSAvatar(AvatarModule):
     def colors(self, d: Dict[str, torch.Tensor], w2c: torch.Tensor, slot: int) -> torch.Tensor:
         """Colour MLP on feature, canonicalised-view SH basis, z and the frame latent -> ``[N, 3]``."""
         centre = -w2c[:3, :3].T @ w2c[:3, 3]
-        dirs = d["means"] - centre
+        return self.colors_along(d, d["means"] - centre, slot)
+
+    def colors_along(self, d: Dict[str, torch.Tensor], dirs: torch.Tensor, slot: int) -> torch.Tensor:
+        """The colour MLP for world view directions ``dirs`` (``[N, 3]`` or ``[3]``, camera to Gaussian)."""
+        dirs = dirs.expand_as(d["means"])
         dirs = (d["linear"].transpose(-1, -2) @ dirs.unsqueeze(-1)).squeeze(-1)
         deg = float(self.cfg.color.view_noise)
         if self.training and deg > 0:
@@ -454,6 +458,60 @@ class GSAvatar(AvatarModule):
         idx = torch.tensor([slot if slot >= 0 else self.num_frames - 1], device=dirs.device)
         latent = self.latent(idx).expand(dirs.shape[0], -1)
         return self.color_mlp(torch.cat([self.gs["features"], basis, d["z"], latent], dim=-1))
+
+    @torch.no_grad()
+    def gaussians(self, body: Mapping[str, Any], canonical: bool = False, frame_id: int = -1,
+                  sh_degree: int = 3, num_dirs: int = 64) -> Gaussians:
+        """The avatar's Gaussians for one frame's body parameters (export, animation, the Python API).
+
+        The colour MLP is view-dependent; a static 3DGS file needs SH coefficients, so the MLP is
+        evaluated along ``num_dirs`` view directions (a Fibonacci sphere) and each Gaussian's SH of
+        degree ``sh_degree`` is the least-squares fit (``rgb = 0.5 + SH``, the 3DGS convention).
+
+        Args:
+            body: body parameters of one frame: ``global_orient [3]``, ``body_pose [3J]``, ``transl [3]``
+                (leading axis of 1 optional; missing orient/transl are zero; betas are the subject's).
+            canonical: the Gaussians in the canonical space (non-rigid offsets of this pose, not skinned).
+            frame_id: a training frame id: that frame's pose correction and colour latent; -1: none
+                (the last frame's latent, as at test time).
+            sh_degree: SH degree of the fitted colours (0..3).
+            num_dirs: view directions of the fit (>= the number of SH bases).
+
+        Returns:
+            ``Gaussians`` with linear scales, unit quaternions, opacities in (0, 1) and ``sh [N, K, 3]``.
+        """
+        dev = self.betas.device
+        given = {k: torch.as_tensor(v, dtype=torch.float32).reshape(1, -1).to(dev) for k, v in body.items()
+                 if k != "betas" and torch.as_tensor(v).numel() > 0}
+        if "body_pose" not in given:
+            raise ValueError(f"gaussians(): body needs 'body_pose' [{3 * self.body.num_body_joints}], got {sorted(body)}")
+        given.setdefault("global_orient", torch.zeros(1, 3, device=dev))
+        given.setdefault("transl", torch.zeros(1, 3, device=dev))
+        K = (int(sh_degree) + 1) ** 2
+        if not 0 <= int(sh_degree) <= 3 or int(num_dirs) < K:
+            raise ValueError(f"gaussians(): sh_degree must be 0..3 and num_dirs >= {K}, got {sh_degree}, {num_dirs}")
+        fid = torch.tensor([int(frame_id)], device=dev)
+        params = self.frame_body({"body": given, "frame_id": fid})
+        posed = self.body(params)
+        to_posed = posed.transforms @ self.canon_inv.unsqueeze(0)
+        latent = self.pose_latent(posed.rot_mats)[0] if self.non_rigid_active() else None
+        if canonical:
+            to_posed = torch.eye(4, device=dev).expand_as(to_posed)
+        d = self.deform(to_posed[0], latent)
+        slot = int(self.frame_slot({"frame_id": fid})[0]) if frame_id >= 0 else -1
+        # least-squares SH fit of the view-dependent colour over a Fibonacci sphere of directions
+        i = torch.arange(int(num_dirs), device=dev, dtype=torch.float32) + 0.5
+        z = 1.0 - 2.0 * i / int(num_dirs)
+        phi = i * math.pi * (3.0 - math.sqrt(5.0))
+        r = (1.0 - z * z).clamp_min(0).sqrt()
+        dirs = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], dim=-1)  # [M, 3]
+        cols = torch.stack([self.colors_along(d, u, slot) for u in dirs], dim=0)  # [M, N, 3]
+        basis = spherical_harmonics(int(sh_degree), dirs, torch.eye(K, device=dev)).expand(len(dirs), K)
+        n = d["means"].shape[0]
+        sh = torch.linalg.lstsq(basis, (cols - 0.5).reshape(len(dirs), -1)).solution  # [K, N*3]
+        sh = sh.reshape(K, n, 3).permute(1, 0, 2).contiguous()
+        return Gaussians(means=d["means"], quats=F.normalize(d["quats"], dim=-1), scales=torch.exp(d["log_scales"]),
+                         opacities=torch.sigmoid(self.gs["opacities"]), sh=sh)
 
     def frame_body(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """The batch's body parameters plus the learned per-frame corrections (seen frames only)."""
