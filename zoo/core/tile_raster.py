@@ -70,6 +70,12 @@ class TilePlan:
     height: int
 
 
+def _take(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` along dim 0 for an index of any shape, via ``index_select`` (several
+    times faster on CPU than advanced indexing, the more so for int32 indices)."""
+    return x.index_select(0, index.reshape(-1)).reshape(tuple(index.shape) + tuple(x.shape[1:]))
+
+
 def _tile_ranges(
     mx: Tensor, my: Tensor, rx: Tensor, ry: Tensor, tile_size: int, tiles_w: int, tiles_h: int
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -158,14 +164,16 @@ def build_plan(
         owner = torch.arange(vid.numel(), device=device, dtype=idx)
         owner = torch.repeat_interleave(owner, counts, output_size=n_isect)
         first = (torch.cumsum(counts, 0) - counts).to(idx)
-        local = torch.arange(n_isect, device=device, dtype=idx) - first[owner]
-        nx_o = nx.to(idx)[owner]
-        tile = (image_ids[vid].to(idx) * (tiles_w * tiles_h))[owner]
-        tile += (y0.to(idx)[owner] + torch.div(local, nx_o, rounding_mode="floor")) * tiles_w
-        tile += x0.to(idx)[owner] + local % nx_o
-        del local, nx_o, first
+        # one gather of every per-Gaussian column (index_select: far faster than [] here)
+        table = torch.stack([first, nx.to(idx), image_ids[vid].to(idx) * (tiles_w * tiles_h), y0.to(idx), x0.to(idx)], -1)
+        first_o, nx_o, tile, y0_o, x0_o = _take(table, owner).unbind(-1)
+        del table
+        local = torch.arange(n_isect, device=device, dtype=idx) - first_o
+        tile = tile + (y0_o + torch.div(local, nx_o, rounding_mode="floor")) * tiles_w
+        tile += x0_o + local % nx_o
+        del local, nx_o, first_o, y0_o, x0_o
         tile, perm = torch.sort(tile, stable=True)
-        flat_ids = vid[owner[perm]]
+        flat_ids = _take(vid, _take(owner, perm))
         del owner, perm
         tile_count = torch.bincount(tile, minlength=n_tiles)
         tile_start = torch.cumsum(tile_count, 0) - tile_count
@@ -216,7 +224,7 @@ def cull_plan(plan: TilePlan, means2d: Tensor, conics: Tensor, opacities: Tensor
         op = opacities.detach().reshape(-1).clamp_min(_TINY[dtype])
         s_max = torch.log(op / (ALPHA_THRESHOLD * (1.0 - 1e-3)))
         per = torch.stack([means2d.detach()[:, 0], means2d.detach()[:, 1], a, b, c, b / c, b / a, s_max], -1)
-        mx, my, a, b, c, r_c, r_a, s_max = per[gid].unbind(-1)
+        mx, my, a, b, c, r_c, r_a, s_max = _take(per, gid).unbind(-1)
         per_image = plan.tiles_h * plan.tiles_w
         local = plan.tile_ids % per_image
         ts = plan.tile_size
@@ -325,13 +333,13 @@ class _Chunk:
         slots = pos + torch.arange(width, device=tiles.device)
         valid = slots[None, :] < count[:, None]  # [Ta, B]
         index = (plan.tile_start[tiles][:, None] + slots[None, :]).clamp_max(plan.flat_ids.numel() - 1)
-        self.gid = plan.flat_ids[index]
+        self.gid = _take(plan.flat_ids, index)
         per_image = plan.tiles_h * plan.tiles_w
         local = tiles % per_image
         half = 0.5 * plan.tile_size
         cx = ((local % plan.tiles_w) * plan.tile_size).to(dtype) + half
         cy = (torch.div(local, plan.tiles_w, rounding_mode="floor") * plan.tile_size).to(dtype) + half
-        a = attrs[self.gid]  # [Ta, B, 6 + D]: mean (2), conic (3), opacity, colour (D)
+        a = _take(attrs, self.gid)  # [Ta, B, 6 + D]: mean (2), conic (3), opacity, colour (D)
         self.mx = a[..., 0] - cx[:, None]  # means relative to the tile centre [Ta, B]
         self.my = a[..., 1] - cy[:, None]
         self.ca, self.cb, self.cc = a[..., 2], a[..., 3], a[..., 4]
