@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "zoo.methods.exavatar",
     "zoo.methods.gs_avatar",
     "zoo.methods.humansplat_hmr",
+    "zoo.methods.nopo_avatar",
 )
 
 

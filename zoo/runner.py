@@ -64,9 +64,14 @@ def resolve_body_models(body_models: Optional[str], data_cfg: Mapping[str, Any])
 
 
 def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = None):
-    """AvatarDataModule for a data config section (format, root, options, loader settings)."""
+    """AvatarDataModule for a data config section (format, root, options, loader settings); a section
+    with `multi_subject` gets the multi-subject datamodule of feed-forward methods (zoo.data.multi_subject)."""
     from zoo.data.datamodule import AvatarDataModule
 
+    if data_cfg.get("multi_subject"):
+        from zoo.data.multi_subject import build_multi_subject
+
+        return build_multi_subject(data_cfg, body_models)
     root = resolve_data_root(data_cfg)
     options = dict(data_cfg.get("options") or {})
     if body_models and "body_models" not in options and data_cfg.get("format") in ("zju_mocap", "neuman"):
@@ -99,6 +104,8 @@ def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = N
 
 def data_info(dm, data_cfg: Mapping[str, Any], body_models: Optional[str]) -> Dict[str, Any]:
     """What a method needs to know about its training sequence (stored in every checkpoint)."""
+    if hasattr(dm, "data_info"):  # multi-subject datamodule: its own summary
+        return dm.data_info(data_cfg, body_models or os.environ.get("ZOO_BODY_MODELS"))
     seq = dm.sequence
     train = list(seq.splits["train"])
     if not train:
@@ -250,8 +257,10 @@ def baseline_scores(dm, splits: Sequence[str], body_models: Optional[str] = None
     from zoo.baseline import nearest_frame_scores
     from zoo.core.metrics import EvalProtocol
 
-    chosen = EvalProtocol(**dict(protocol)) if protocol else None
     body_models = body_models or os.environ.get("ZOO_BODY_MODELS")
+    if hasattr(dm, "baseline_scores"):  # multi-subject datamodule: the mean-colour template baseline
+        return dm.baseline_scores(splits, protocol, body_models)
+    chosen = EvalProtocol(**dict(protocol)) if protocol else None
     return nearest_frame_scores(dm, splits=splits, protocol=chosen, body_models=body_models)
 
 
