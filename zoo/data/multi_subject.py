@@ -64,7 +64,8 @@ _MANIFEST = "synthetic.json"
 
 
 def discover_subjects(format: str, root: str | Path | None = None, roots: Sequence[str | Path] | None = None,
-                      subjects: Sequence[str] | None = None) -> List[Path]:
+                      subjects: Sequence[str] | None = None, parser_options: Mapping[str, Any] | None = None
+                      ) -> List[Path]:
     """The subject folders of a multi-subject dataset.
 
     Args:
@@ -73,6 +74,7 @@ def discover_subjects(format: str, root: str | Path | None = None, roots: Sequen
             sub-folder (sorted by name) the format's parser accepts.
         roots: explicit subject folders (instead of ``root``).
         subjects: keep only these subject folder names, in this order.
+        parser_options: options of the parser when sub-folders are probed (e.g. ``body_models``).
 
     Returns:
         Subject folders.
@@ -105,7 +107,7 @@ def discover_subjects(format: str, root: str | Path | None = None, roots: Sequen
             paths = []
             for child in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 try:
-                    PARSERS[format](child)
+                    PARSERS[format](child, **dict(parser_options or {}))
                 except (DatasetError, FileNotFoundError, ValueError):
                     continue
                 paths.append(child)
@@ -323,8 +325,8 @@ class MultiSubjectDataModule(L.LightningDataModule):
         if bad:
             raise ValueError(f"noise_splits {bad} are not splits; expected some of {list(SPLITS)}")
         self.format = str(format)
-        self.paths = discover_subjects(self.format, root, roots, subjects)
         self.parser_options = dict(parser_options or {})
+        self.paths = discover_subjects(self.format, root, roots, subjects, self.parser_options)
         self.num_context, self.num_target = int(num_context), int(num_target)
         self.context_crop = bool(context_crop)
         self.context_res = None if context_res is None else int(context_res)

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from zoo.core.body import BodyModel
 from zoo.core.camera import Cameras
 from zoo.core.gaussians import Gaussians
-from zoo.core.losses import chamfer_distance, mse_loss
+from zoo.core.losses import mse_loss
 from zoo.core.mesh import interpolate, render_mesh_attributes, uv_rasterize
 from zoo.core.metrics import evaluate_images
 from zoo.core.skinning import lbs_points, lbs_quats, rigid_inverse
@@ -333,7 +333,7 @@ class NoPoAvatar(AvatarModule):
             for b, g in enumerate(ctx["rows"].tolist()):
                 n = groups[g]["num_pixel"]
                 pts = extra["posed"][b].means[:n]
-                dists.append(chamfer_distance(pts, extra["vertices"][b].detach(), reduction="none")[0])
+                dists.append(_one_sided_chamfer(pts, extra["vertices"][b].detach()))
             terms["chamfer"] = w * torch.stack(dists).mean()
         wp, wl = self.weight("projection"), self.weight("lbs")
         if (wp > 0 or wl > 0) and groups[0]["num_pixel"] > 0:
@@ -559,6 +559,15 @@ class NoPoAvatar(AvatarModule):
                              opacities=g["opacities"], colors=g["colors"])
         transforms, _ = self.bone_transforms(given)
         return self.pose(g, transforms)
+
+
+def _one_sided_chamfer(points: torch.Tensor, surface: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Mean squared distance from each of `points [N,3]` to its nearest `surface [M,3]` point (the
+    official single-directional pytorch3d chamfer_distance), in chunks of points."""
+    if len(points) == 0:
+        return surface.new_zeros(())
+    mins = [torch.cdist(points[i:i + chunk], surface).min(dim=1).values for i in range(0, len(points), chunk)]
+    return torch.cat(mins).pow(2).mean()
 
 
 def _clone_tree(x: Any) -> Any:
