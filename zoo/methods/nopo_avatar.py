@@ -13,7 +13,8 @@ weights, from two branches:
   colour as a correction of the pixel's colour, scale, rotation, opacity, skinning logits), from a
   DPT head over the image tokens;
 * the **template branch**: one Gaussian per covered texel of the body's UV layout (an offset from
-  the canonical surface point, colour as a correction of the context's mean person colour,
+  the canonical surface point, colour as a correction of a base colour that the texel gathers from
+  the context's person pixels by learned attention (uniform at initialisation: their mean),
   scale, rotation, opacity, skinning logits as a correction of the template's weights), from a DPT
   head over the template tokens. The template (canonical positions, skinning weights, coverage
   per texel) joins the ViT's cross-view decoder as one more view (`nopo_backbone.CrossViewViT`).
@@ -48,7 +49,9 @@ V training views, whole images resized, each pushed after it was used as a targe
 Deviations: a small ViT trained from scratch (CroCo ViT-L from NoPoSplat upstream), fixed
 sine-cosine positions (RoPE upstream), SMPL/SMPL-X joint weights (24 / 55 bones) instead of the
 official bone-weight layout, RGB colours (SH degree 4 upstream), the pixel branch keeps person
-pixels only (official `apply_mask`).
+pixels only (official `apply_mask`), and the template's base colour is gathered from the context
+pixels by attention (`template.colour_attention` key/query channels; upstream the DPT head
+regresses it) — a pointer to the right pixels is learnt in far fewer CPU steps than a colour.
 """
 from __future__ import annotations
 
@@ -145,8 +148,12 @@ class NoPoAvatar(AvatarModule):
         self.backbone = CrossViewViT(4, 3 + J + 1, int(bb.dim), int(bb.enc_depth), int(bb.dec_depth), int(bb.heads),
                                      float(bb.mlp_ratio), int(bb.patch), int(bb.template_patch), int(bb.hooks))
         self.out_channels = 3 + 3 + 3 + 4 + 1 + J  # xyz | rgb | log-scale | quat | opacity | skinning logits
-        self.pixel_head = DPTHead(int(bb.dim), int(bb.dpt_features), self.out_channels, 4, int(bb.hooks))
-        self.template_head = DPTHead(int(bb.dim), int(bb.dpt_features), self.out_channels, 3 + J + 1, int(bb.hooks))
+        # template colours gathered from the context pixels: keys per pixel, queries per texel
+        self.attn_dim = int(c.template.colour_attention) if c.template.get("colour_attention") else 0
+        self.pixel_head = DPTHead(int(bb.dim), int(bb.dpt_features), self.out_channels + self.attn_dim, 4,
+                                  int(bb.hooks))
+        self.template_head = DPTHead(int(bb.dim), int(bb.dpt_features), self.out_channels + self.attn_dim, 3 + J + 1,
+                                     int(bb.hooks))
         self.pretrained_report: Optional[Dict[str, List[str]]] = None
         pre = bb.get("pretrained") or {}
         if pre.get("path"):
@@ -235,7 +242,8 @@ class NoPoAvatar(AvatarModule):
         x = torch.cat([images * masks, masks], dim=2)
         template = self.template_map.expand(G, -1, -1, -1)
         ihooks, thooks, grid, tgrid = self.backbone(x, template)
-        pix = self.pixel_head(ihooks, grid, x.flatten(0, 1)).view(G, V, self.out_channels, R, R)
+        C = self.out_channels
+        pix = self.pixel_head(ihooks, grid, x.flatten(0, 1)).view(G, V, C + self.attn_dim, R, R)
         tmp = self.template_head(thooks, tgrid, template).flatten(2)[:, :, self.texel_index].transpose(1, 2)  # [G,Nt,C]
         out = []
         ident = torch.tensor([1.0, 0.0, 0.0, 0.0], device=images.device)
@@ -246,6 +254,13 @@ class NoPoAvatar(AvatarModule):
             rgb_in = images[g].permute(0, 2, 3, 1)[person].clamp(0.02, 0.98)
             mean_rgb = (images[g] * masks[g]).sum((0, 2, 3)) / masks[g].sum().clamp_min(1.0)
             raw_t = tmp[g]
+            if self.attn_dim and len(src):
+                # each texel's base colour: attention over every context person pixel (uniform at
+                # initialisation = the context's mean colour), keys and queries from the two heads
+                attn = torch.softmax(raw_t[:, C:] @ raw_p[:, C:].T, dim=-1)
+                base_rgb = attn @ rgb_in
+            else:
+                base_rgb = mean_rgb.expand(len(raw_t), 3)
             parts = []
             if bool(c.pixel.enabled):
                 parts.append({
@@ -259,7 +274,7 @@ class NoPoAvatar(AvatarModule):
             if bool(c.template.enabled):
                 parts.append({
                     "means": self.texel_pos + raw_t[:, 0:3] * float(c.template.offset_scale),
-                    "colors": torch.sigmoid(torch.logit(mean_rgb.clamp(0.02, 0.98)) + raw_t[:, 3:6]),
+                    "colors": torch.sigmoid(torch.logit(base_rgb.clamp(0.02, 0.98)) + raw_t[:, 3:6]),
                     "scales": self.texel_scale * torch.exp(raw_t[:, 6:9].clamp(-5.0, 3.0)),
                     "quats": ident + raw_t[:, 9:13],
                     "opacities": torch.sigmoid(raw_t[:, 13] + float(c.template.init_opacity_logit)),
