@@ -101,6 +101,7 @@ def test_loggers_build_offline_without_api_key(tmp_path, monkeypatch):
 def test_malformed_override_is_one_clear_error():
     import train as train_script
 
-    with pytest.raises(ConfigError, match=r"malformed value for data.options.frame_ranges.*space after each colon"):
-        compose("train", ["data.options.frame_ranges={train:[0,3,1]}"])
-    assert train_script.main(["data.options.frame_ranges={train:[0,3,1]}"]) == 2
+    bad = "data.options.frame_ranges={train: [0, 3, 1]"  # unclosed brace
+    with pytest.raises(ConfigError, match=r"malformed value for data.options.frame_ranges.*expected ',' or '}'"):
+        compose("train", [bad])
+    assert train_script.main([bad]) == 2

@@ -113,8 +113,8 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | Mapping[str, Any
             except Exception as err:  # yaml's ScannerError/ParserError and OmegaConf's grammar errors
                 problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
                 raise ConfigError(
-                    f"malformed value for {key}: {value!r} ({problem}); YAML flow maps need a space after "
-                    "each colon, e.g. {train: [0, 3, 1]}"
+                    f"malformed value for {key}: {value!r} ({problem}); expected a YAML value, e.g. "
+                    "{train: [0, 3, 1]} or [0, 3, 1] with every bracket closed"
                 ) from None
             value = OmegaConf.select(parsed, key)
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
