@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     trainer.test(model, datamodule=dm, verbose=False)
     baseline = runner.baseline_scores(dm, list(model.test_results), model.data_info.get("body_models"),
                                       model.protocol.as_dict()) if cfg.baseline else {}
-    print(runner.format_table(model.test_results, baseline))
+    base_label, base_method = runner.baseline_kind(dm)
+    print(runner.format_table(model.test_results, baseline, base_label))
     runner.write_json_atomic(out_dir / "metrics.json", {
         "method": model.method_name, "checkpoint": str(cfg.checkpoint or ckpt), "subject": model.data_info.get("subject"),
         "protocol": model.protocol.as_dict(), "metrics": model.test_results,
-        "baseline": {"method": "copy of the nearest training frame, moved to the body's projected centre (zoo.baseline)",
-                     "metrics": baseline},
+        "baseline": {"method": base_method, "metrics": baseline},
     })
     print(f"metrics: {out_dir / 'metrics.json'}")
     return 0

@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         results = model.test_results
     baseline = runner.baseline_scores(dm, list(results), model.data_info.get("body_models"),
                                       model.protocol.as_dict()) if results else {}
-    print(runner.format_table(results, baseline))
+    base_label, base_method = runner.baseline_kind(dm)
+    print(runner.format_table(results, baseline, base_label))
     runner.write_json_atomic(run_dir / "metrics.json", {
         "method": str(cfg.method.name), "subject": info["subject"], "fit_seconds": round(fit_seconds, 1),
         "steps": int(trainer.global_step), "checkpoint": ckpt_cb.best_model_path or ckpt_cb.last_model_path,
         "model_selection": selection, "protocol": info["protocol"], "metrics": results,
-        "baseline": {"method": "copy of the nearest training frame, moved to the body's projected centre (zoo.baseline)",
-                     "metrics": baseline},
+        "baseline": {"method": base_method, "metrics": baseline},
     })
     print(f"metrics: {run_dir / 'metrics.json'}  (trained {fit_seconds:.0f} s)")
     return 0

@@ -10,7 +10,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -264,10 +264,20 @@ def baseline_scores(dm, splits: Sequence[str], body_models: Optional[str] = None
     return nearest_frame_scores(dm, splits=splits, protocol=chosen, body_models=body_models)
 
 
+NEAREST_FRAME = ("nearest", "copy of the nearest training frame, moved to the body's projected centre (zoo.baseline)")
+MEAN_TEMPLATE = ("template", "the target's exact posed body mesh filled with the context views' mean person colour "
+                             "(zoo.data.multi_subject)")
+
+
+def baseline_kind(dm) -> Tuple[str, str]:
+    """(short label, description) of the naive baseline `baseline_scores` computes for `dm`."""
+    return MEAN_TEMPLATE if hasattr(dm, "baseline_scores") else NEAREST_FRAME
+
+
 def format_table(results: Mapping[str, Mapping[str, float]],
-                 baseline: Optional[Mapping[str, Mapping[str, float]]] = None) -> str:
+                 baseline: Optional[Mapping[str, Mapping[str, float]]] = None, label: str = "nearest") -> str:
     """Metrics as a fixed-width table: one row per split, one column per metric; with `baseline`,
-    each split is followed by the nearest-training-frame baseline's row on the same frames."""
+    each split is followed by the baseline's row on the same frames, named `<split>:<label>`."""
     if not results:
         return "(no test results)"
     if baseline:
@@ -275,7 +285,7 @@ def format_table(results: Mapping[str, Mapping[str, float]],
         for split, values in results.items():
             merged[split] = values
             if split in baseline:
-                merged[f"{split}:nearest"] = {k: v for k, v in baseline[split].items() if k != "frames"}
+                merged[f"{split}:{label}"] = {k: v for k, v in baseline[split].items() if k != "frames"}
         results = merged
     cols: List[str] = []
     for values in results.values():
