@@ -821,14 +821,8 @@ class BodyModel(nn.Module):
 
     def _uv_candidates(self) -> List[Path]:
         stem = f"{self.model_type}_uv"
-        dirs: List[Path] = [self.model_file.parent]
-        if self._root_hint is not None and self._root_hint.is_dir():
-            dirs += [self._root_hint / self.model_type, self._root_hint]
-        env = os.environ.get(ENV_VAR)
-        if env:
-            dirs.append(Path(env) / self.model_type)
         seen, out = set(), []
-        for d in dirs:
+        for d in self._asset_dirs():
             for ext in (".npz", ".obj"):
                 p = d / f"{stem}{ext}"
                 if str(p) not in seen:
