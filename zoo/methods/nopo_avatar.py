@@ -150,9 +150,6 @@ class NoPoAvatar(AvatarModule):
         self.out_channels = 3 + 3 + 3 + 4 + 1 + J  # xyz | rgb | log-scale | quat | opacity | skinning logits
         # template colours gathered from the context pixels: keys per pixel, queries per texel
         self.attn_dim = int(c.template.colour_attention) if c.template.get("colour_attention") else 0
-        self.anchor = bool(c.pixel.get("anchor", False)) and bool(c.template.enabled)
-        if self.anchor and not self.attn_dim:
-            raise ValueError("nopo_avatar: pixel.anchor needs template.colour_attention > 0 (its key/query channels)")
         self.pixel_head = DPTHead(int(bb.dim), int(bb.dpt_features), self.out_channels + self.attn_dim, 4,
                                   int(bb.hooks))
         self.template_head = DPTHead(int(bb.dim), int(bb.dpt_features), self.out_channels + self.attn_dim, 3 + J + 1,
@@ -260,28 +257,19 @@ class NoPoAvatar(AvatarModule):
             if self.attn_dim and len(src):
                 # each texel's base colour: attention over every context person pixel (uniform at
                 # initialisation = the context's mean colour), keys and queries from the two heads
-                scores = raw_t[:, C:] @ raw_p[:, C:].T  # [Nt,Np]
-                base_rgb = torch.softmax(scores, dim=-1) @ rgb_in
+                attn = torch.softmax(raw_t[:, C:] @ raw_p[:, C:].T, dim=-1)
+                base_rgb = attn @ rgb_in
             else:
                 base_rgb = mean_rgb.expand(len(raw_t), 3)
-            pixel_logits = raw_p[:, 14:14 + J]
-            if self.anchor and len(src):
-                # the same scores read the other way: each pixel points at the texels it shows, and
-                # its Gaussian starts at their canonical surface point with their skinning weights
-                to_texel = torch.softmax(scores.T, dim=-1)  # [Np,Nt]
-                pixel_means = to_texel @ self.texel_pos + raw_p[:, 0:3] * float(c.pixel.anchor_offset_scale)
-                pixel_logits = to_texel @ self.texel_logw + pixel_logits
-            else:
-                pixel_means = self.canon_centre + raw_p[:, 0:3] * float(c.pixel.xyz_scale)
             parts = []
             if bool(c.pixel.enabled):
                 parts.append({
-                    "means": pixel_means,
+                    "means": self.canon_centre + raw_p[:, 0:3] * float(c.pixel.xyz_scale),
                     "colors": torch.sigmoid(torch.logit(rgb_in) + raw_p[:, 3:6]),
                     "scales": self.pixel_scale * torch.exp(raw_p[:, 6:9].clamp(-5.0, 3.0)),
                     "quats": ident + raw_p[:, 9:13],
                     "opacities": torch.sigmoid(raw_p[:, 13] + float(c.pixel.init_opacity_logit)),
-                    "logits": pixel_logits,
+                    "logits": raw_p[:, 14:14 + J],
                 })
             if bool(c.template.enabled):
                 parts.append({
