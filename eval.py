@@ -5,6 +5,7 @@
     python eval.py checkpoint=gaussian_avatar.synthetic_s0     # a registry checkpoint (zoo.checkpoints)
     python eval.py compare runs/a runs/b ... [--out DIR]        # one table + bar chart across runs (zoo.compare)
 
+A Hydra command line like train.py's (--help, -m, --cfg job, +key=value, ~key; zoo.config).
 Writes metrics.json and the rendered test images into out_dir (default: next to the checkpoint).
 """
 from __future__ import annotations
@@ -14,17 +15,24 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from omegaconf import OmegaConf
-
-    from zoo.config import ConfigError, compose
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit code (2: a user error)."""
+    from zoo.config import run_app
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "compare":
         from zoo.compare import main as compare_main
 
         return compare_main(argv[1:])
+    return run_app("eval", argv, run)
+
+
+def run(cfg) -> int:
+    """Score one composed config (one Hydra job); returns the exit code."""
+    from omegaconf import OmegaConf
+
+    from zoo.config import ConfigError
+
     try:
-        cfg = compose("eval", argv)
         if bool(cfg.ckpt_path) == bool(cfg.checkpoint):
             raise ConfigError("pass one of ckpt_path=runs/.../last.ckpt or checkpoint=NAME (python -m zoo checkpoints list)")
         from zoo import checkpoints, runner

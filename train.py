@@ -2,8 +2,11 @@
 
     python train.py method=gaussian_avatar data=people_snapshot data.root=/data/ps/male-3-casual
     python train.py experiment=gaussian_avatar_tiny logger=csv
+    python train.py -m method=gaussian_avatar,gs_avatar seed=0,1   # a Hydra sweep: 4 runs
+    python train.py --help                                          # the config groups and options
 
-Arguments are `group=name` (method, data, trainer, logger, experiment) or `dotted.key=value`.
+A Hydra command line (zoo.config): `group=name` (method, data, trainer, logger, experiment),
+`dotted.key=value`, `+key=value`, `~key`, `run_dir=DIR` (= hydra.run.dir), -m, --cfg job.
 Writes checkpoints (last and best), logs, the resolved config and metrics.json into run_dir, and
 prints the final test metrics as a table.
 """
@@ -15,11 +18,17 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.config import ConfigError, compose, to_yaml
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit code (2: a user error)."""
+    from zoo.config import run_app
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_app("train", list(sys.argv[1:] if argv is None else argv), run)
+
+
+def run(cfg) -> int:
+    """Train one composed config (one Hydra job); returns the exit code."""
+    from zoo.config import ConfigError, to_yaml
+
     try:
-        cfg = compose("train", argv)
         run_dir = Path(str(cfg.run_dir))
         from zoo import runner
 

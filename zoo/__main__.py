@@ -6,10 +6,13 @@ the exit status. User errors (bad option values, missing files, a folder that wo
 overwritten) print one ``error: ...`` line on stderr and exit with status 2.
 
 Commands:
-    ``data synth``: render synthetic subjects and write them in a dataset layout::
+    ``data synth``: render synthetic subjects and write them in a dataset layout; prints each subject
+    folder as ``data.root=...`` and writes a ``body_models`` pointer beside the data, so training
+    on it needs no environment variable::
 
         python -m zoo data synth --format zju_mocap --out data/synth_zju \\
             [--subjects N --frames N --res N --seed S --cameras C]
+        python train.py data=zju_mocap data.root=<printed folder>
 
     ``animate``: render a trained avatar in the poses of a pose file::
 
@@ -76,11 +79,20 @@ def _data_synth(args: argparse.Namespace) -> int:
     cam_text = f"{cams} cameras on a ring" if args.format == "zju_mocap" else (
         f"1 camera per frame on a {cams}-position circle" if args.format == "x_humans" else "1 camera")
     held = num_heldout(args.frames, args.heldout_fraction)
+    # the body models travel with the data: a `body_models` pointer in the dataset folder and in each
+    # subject folder, which train.py / eval.py find (zoo.data.body_files.find_pointer)
+    from zoo.data.body_files import write_pointer
+
+    for folder in [Path(args.out), *paths]:
+        write_pointer(folder, body_models)
     print(f"wrote {len(paths)} {args.format} subject(s) to {Path(args.out)}: " + ", ".join(p.name for p in paths))
     print(f"{args.format}: {len(paths)} subject(s) x {args.frames} frames ({args.frames - held} train, {held} held-out "
           f"novel poses), {cam_text}, {args.res}x{args.res}, {args.model_type or defaults['model_type']}, "
           f"motion {args.style or defaults['style']}, seed {args.seed}, body models {body_models} "
-          f"[{time.perf_counter() - start:.1f} s]")
+          f"(pointer: {Path(args.out) / 'body_models'}) [{time.perf_counter() - start:.1f} s]")
+    for path in paths:  # what to pass as data.root, one line per subject
+        print(f"data.root={path.resolve()}")
+    print(f"train: python train.py data={args.format} data.root={paths[0].resolve()}")
     return 0
 
 

@@ -49,11 +49,19 @@ def resolve_data_root(data_cfg: Mapping[str, Any]) -> Path:
 
 
 def resolve_body_models(body_models: Optional[str], data_cfg: Mapping[str, Any]) -> Optional[str]:
-    """The body-model folder: the given one, else $ZOO_BODY_MODELS, else (synthetic data only) the
-    procedural bodies the synthetic subject is built from. None: parsers and methods raise a clear
-    error naming ZOO_BODY_MODELS when they need a model file."""
+    """The body-model folder: the given one, else the data folder's `body_models` pointer (written by
+    `python -m zoo data synth`; zoo.data.body_files.find_pointer), else $ZOO_BODY_MODELS, else
+    (synthetic data only) the procedural bodies the synthetic subject is built from. None: parsers
+    and methods raise a clear error naming ZOO_BODY_MODELS when they need a model file."""
     if body_models:
         return str(body_models)
+    from zoo.data.body_files import find_pointer
+
+    missing = isinstance(data_cfg, DictConfig) and OmegaConf.is_missing(data_cfg, "root")
+    for root in ([] if missing else [data_cfg.get("root")]) + list(data_cfg.get("roots") or [])[:1]:
+        pointed = find_pointer(str(root) if root else None)
+        if pointed is not None:
+            return str(pointed)
     if os.environ.get("ZOO_BODY_MODELS"):
         return os.environ["ZOO_BODY_MODELS"]
     if data_cfg.get("synthesize"):

@@ -7,7 +7,9 @@ with numpy alone, so the data layer does not depend on the body-model core.
 
 Model files are looked up as ``<root>/<model_type>/<SMPL|SMPLX>_<GENDER>.{pkl,npz}`` where
 ``root`` is the ``body_models=`` option of a parser or the ``ZOO_BODY_MODELS`` environment
-variable. The files are licensed (https://smpl.is.tue.mpg.de, https://smpl-x.is.tue.mpg.de) and
+variable. A data folder may name its body models itself: a ``body_models`` pointer file (one line,
+the folder's path; ``python -m zoo data synth`` writes one) in the subject folder or the dataset
+folder above it (:func:`find_pointer`), so training on it needs no environment variable. The files are licensed (https://smpl.is.tue.mpg.de, https://smpl-x.is.tue.mpg.de) and
 must be supplied by the user; tests use the procedural files of ``zoo.synthetic.body``.
 """
 
@@ -22,6 +24,9 @@ import numpy as np
 
 __all__ = [
     "ENV_VAR",
+    "POINTER",
+    "find_pointer",
+    "write_pointer",
     "model_file",
     "load_model_arrays",
     "rest_joints",
@@ -32,6 +37,9 @@ __all__ = [
 
 #: Environment variable naming the folder that holds ``smpl/`` and ``smplx/``.
 ENV_VAR = "ZOO_BODY_MODELS"
+
+#: Name of the pointer file (or folder) in a data folder naming the body models it was made with.
+POINTER = "body_models"
 
 _PREFIX = {"smpl": "SMPL", "smplx": "SMPLX"}
 _cache: dict[tuple[str, float], dict[str, np.ndarray]] = {}
@@ -84,6 +92,59 @@ def model_file(
         f"(body_models= option or {ENV_VAR}={os.environ.get(ENV_VAR, '<unset>')}); "
         f"expected <root>/{model_type}/{stem}.pkl|npz"
     )
+
+
+def write_pointer(folder: str | os.PathLike, body_models: str | os.PathLike) -> Path:
+    """Write ``<folder>/body_models``: one line, the absolute path of the body-model folder.
+
+    Written to a temporary file and renamed, so a reader never sees half a path.
+
+    Returns:
+        The pointer file.
+    """
+    target = Path(body_models).expanduser().resolve()
+    if not target.is_dir():
+        raise FileNotFoundError(f"body-model folder not found: {target} (expected smpl/ and smplx/ inside)")
+    path = Path(folder) / POINTER
+    if path.is_dir():
+        raise FileExistsError(f"{path} is a folder of body models; not replacing it with a pointer file")
+    tmp = path.with_name(f".{POINTER}.tmp{os.getpid()}")
+    tmp.write_text(f"{target}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def find_pointer(data_root: str | os.PathLike | None) -> Path | None:
+    """The body-model folder a data folder names, or None.
+
+    Looks for ``body_models`` in ``data_root`` (a subject folder) and then in its parent (the
+    dataset folder): a folder of that name is the body-model folder itself; a file holds its path
+    (absolute, or relative to the file's folder).
+
+    Raises:
+        ValueError: an empty pointer file.
+        FileNotFoundError: a pointer to a folder that does not exist.
+    """
+    if data_root in (None, "", "???"):
+        return None
+    root = Path(data_root).expanduser()
+    for folder in (root, root.parent):
+        entry = folder / POINTER
+        if entry.is_dir():
+            return entry
+        if not entry.is_file():
+            continue
+        text = entry.read_text(errors="replace").strip()
+        if not text or "\n" in text:
+            raise ValueError(f"{entry}: expected one line, the path of a folder holding smpl/ and smplx/; "
+                             f"got {len(text.splitlines())} lines")
+        target = Path(text).expanduser()
+        target = target if target.is_absolute() else entry.parent / target
+        if not target.is_dir():
+            raise FileNotFoundError(f"{entry} points to {target}, which is not a folder (expected smpl/ and "
+                                    "smplx/ inside; rewrite the file or pass body_models=<folder>)")
+        return target
+    return None
 
 
 class _ChumpyStandIn:
