@@ -3,10 +3,14 @@
 Public entry points::
 
     import zoo
-    zoo.list_methods()                     # ['gaussian_avatar', ...]
-    model = zoo.create("gaussian_avatar", preset="tiny", data_info=...)
+    zoo.list_methods()                     # ['exavatar', 'gaussian_avatar', ...]
+    model = zoo.create("gaussian_avatar", data_info, preset="tiny")  # untrained; data_info: zoo.runner.data_info
     model = zoo.load("runs/<run>/checkpoints/best.ckpt")        # torch.load(weights_only=True)
     model = zoo.load_pretrained("gaussian_avatar.synthetic_s0")  # registry: download, verify, load
+    gaussians = model.gaussians(body)                            # one frame's body parameters -> Gaussians
+    images = model.render_poses(poses, K, w2c, height, width)   # [T, 3, H, W] in [0, 1]
+
+docs/api.md walks through it with one runnable example.
 """
 from __future__ import annotations
 
@@ -16,15 +20,20 @@ __all__ = ["create", "get_method", "list_methods", "load", "load_pretrained", "r
 __version__ = "0.1.0"
 
 
-def create(name: str, **overrides):
-    """Build the method registered as `name` from its default config plus `overrides`.
+def create(name: str, data_info=None, *, preset=None, **overrides):
+    """Build the (untrained) method registered as `name` from its config plus `overrides`.
 
     Args:
         name: a registered method name (see `list_methods()`).
-        **overrides: dotted or nested config values for the method section, e.g.
-            `create("gaussian_avatar", preset="tiny", data_info=info, **{"optim.lr": 1e-3})`.
-            `preset` selects configs/method/<name>_<preset>.yaml deltas (e.g. "tiny");
-            `data_info` describes the sequence (see `zoo.config.data_info`).
+        data_info: what the method needs to know about its training sequence (subject, model_type,
+            gender, betas, frame_ids, height, width, body_models, ...): the dict
+            `zoo.runner.data_info(datamodule, data_cfg, body_models)` builds, which every checkpoint
+            stores as `model.data_info`.
+        preset: the method part of configs/experiment/<name>_<preset>.yaml on top of
+            configs/method/<name>.yaml (e.g. "tiny", "synthetic").
+        **overrides: keys of the method section, dotted for nested ones, e.g.
+            `create("gaussian_avatar", info, preset="tiny", uv_size=64, **{"optim.lr_net": 1e-3})`;
+            an unknown key raises `zoo.config.ConfigError` listing the valid ones.
 
     Returns:
         The LightningModule instance.
@@ -32,8 +41,6 @@ def create(name: str, **overrides):
     from zoo.config import method_config
 
     cls = get_method(name)
-    preset = overrides.pop("preset", None)
-    data_info = overrides.pop("data_info", None)
     cfg = method_config(name, preset=preset, overrides=overrides)
     return cls(cfg, data_info=data_info)
 
