@@ -336,11 +336,15 @@ def run_app(config_name: str, argv: Sequence[str], task: Callable[[DictConfig], 
         args = parser.parse_args(list(argv))
     except SystemExit as stop:  # argparse has printed its usage line
         return int(stop.code or 0)
+    existed: set = set()  # run folders there before this call: never removed
     try:
         args.overrides = prepare(args.overrides, multirun=bool(args.multirun))
         if not (args.help or args.hydra_help or args.shell_completion):
             for job_overrides in _jobs_to_check(args.overrides):
-                _compose_checked(config_name, job_overrides)
+                checked = _compose_checked(config_name, job_overrides)
+                folder = OmegaConf.select(checked, "hydra.run.dir", default=None)
+                if folder and Path(str(folder)).exists():
+                    existed.add(Path(str(folder)).resolve())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -354,7 +358,7 @@ def run_app(config_name: str, argv: Sequence[str], task: Callable[[DictConfig], 
         cfg = _finish(cfg, hydra_cfg)
         code = int(task(cfg) or 0)
         codes.append(code)
-        if code != 0 and hydra_cfg.output_subdir and out.is_dir() and \
+        if code != 0 and hydra_cfg.output_subdir and out.is_dir() and out.resolve() not in existed and \
                 {p.name for p in out.iterdir()} <= {str(hydra_cfg.output_subdir)}:
             shutil.rmtree(out)  # a run that failed before writing anything leaves no folder behind
         return code
