@@ -50,6 +50,9 @@ def test_cfg_job_prints_the_config_and_trains_nothing(capsys, tmp_path):
     assert cfg["method"]["uv_size"] == 24 and cfg["method"]["decoder_hidden"] == 16  # preset + command line
     assert cfg["trainer"]["max_steps"] == 3 and "hydra" not in cfg
     assert not run.exists()
+    assert train_script.main(["experiment=gaussian_avatar_tiny", "--cfg", "job", "--resolve"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["logger"]["group"] == "gaussian_avatar_synthetic" and cfg["data"]["_name"] == "synthetic"
 
 
 def test_plus_adds_and_tilde_removes_keys(capsys):
@@ -82,6 +85,7 @@ def test_unknown_keys_sweeps_without_m_and_bad_values_are_one_line(capsys):
         (["seed=[1,2"], "malformed value for seed"),
         (["-m", "method=gaussian_avatar,nope"], "unknown method 'nope'"),  # every sweep value is checked first
         (["hydra/launcher=submitit_slurm"], "unknown hydra/launcher 'submitit_slurm'"),
+        (["-m", "seed=0,1", "--cfg", "job"], "-m and --cfg do not go together"),
     ]
     for argv, needle in cases:
         assert train_script.main(argv) == 2, argv
@@ -90,6 +94,11 @@ def test_unknown_keys_sweeps_without_m_and_bad_values_are_one_line(capsys):
     assert eval_script.main(["splitz=[test_view]"]) == 2
     (line,) = _errors(capsys)
     assert "<root> has no 'splitz'" in line and "splits" in line
+
+
+def test_group_null_drops_the_section():
+    assert "logger" not in compose("train", ["logger=null"]) and "logger" not in compose("train", ["~logger"])
+    assert "data" not in compose("eval", []) and compose("eval", ["data=zju_mocap"]).data._name == "zju_mocap"
 
 
 def test_run_dir_is_hydra_run_dir():

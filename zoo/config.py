@@ -111,6 +111,9 @@ def prepare(overrides: Sequence[str], multirun: bool = False) -> List[str]:
         if key == "run_dir" and ov.type.name == "CHANGE" and ov.package is None:
             out.append(f"hydra.{'sweep' if multirun else 'run'}.dir={text.split('=', 1)[1]}")
             continue
+        if key in GROUPS and ov.type.name == "CHANGE" and ov.value() is None:
+            out.append(f"~{key}")  # `logger=null`: Hydra's spelling is ~logger (no file from the group)
+            continue
         if ov.type.name == "CHANGE" and any(p in FREE_FORM for p in key.split(".")[:-1]):
             out.append("++" + text)
             continue
@@ -234,8 +237,13 @@ def _finish(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> DictConfig:
     choices = hydra_cfg.runtime.choices if hydra_cfg is not None else {}
     OmegaConf.set_struct(cfg, False)
     for group in GROUPS:
-        if group != "experiment" and isinstance(cfg.get(group), DictConfig) and choices.get(group):
-            cfg[group]["_name"] = str(choices[group])
+        section = cfg.get(group) if group != "experiment" else None
+        if not isinstance(section, DictConfig):
+            continue
+        if choices.get(group):
+            section["_name"] = str(choices[group])
+        elif set(section.keys()) <= {"_name"}:  # `group=null`: no section, only train.yaml's _name stub
+            cfg.pop(group)
     if "run_dir" in cfg and OmegaConf.is_interpolation(cfg, "run_dir"):
         if "hydra" in cfg:  # compose(): no job runs; the run folder is hydra.run.dir
             cfg.run_dir = str(OmegaConf.select(cfg, "hydra.run.dir"))
@@ -338,6 +346,12 @@ def run_app(config_name: str, argv: Sequence[str], task: Callable[[DictConfig], 
         return int(stop.code or 0)
     existed: set = set()  # run folders there before this call: never removed
     try:
+        modes = [flag for flag, on in (("--run", args.run), ("-m", args.multirun), ("--cfg", args.cfg),
+                                       ("--info", args.info), ("--shell-completion", args.shell_completion)) if on]
+        if len(modes) > 1:
+            raise ConfigError(f"{' and '.join(modes)} do not go together: pick one of --run, -m, --cfg, --info")
+        if args.resolve and not (args.cfg or args.help):
+            raise ConfigError("--resolve goes with --cfg (e.g. --cfg job --resolve) or --help")
         args.overrides = prepare(args.overrides, multirun=bool(args.multirun))
         if not (args.help or args.hydra_help or args.shell_completion):
             for job_overrides in _jobs_to_check(args.overrides):
