@@ -401,6 +401,37 @@ class AvatarModule(L.LightningModule):
             frames.append(self.render_batch(batch, bg)["rgb"].clamp(0, 1))
         return torch.cat(frames, dim=0)
 
+    def render(self, body: Mapping[str, Any], cameras: Any,
+               background: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+        """Render one frame's body parameters from every camera of `cameras`.
+
+        Args:
+            body: `global_orient [3]`, `body_pose [3J]`, `transl [3]` (a leading axis of 1 is
+                allowed; missing orient/transl are zero, betas default to the model's subject).
+            cameras: a :class:`zoo.core.camera.Cameras` with C cameras of one image size.
+            background: RGB in [0,1].
+
+        Returns:
+            [C,3,H,W] images in [0,1], one per camera, in the cameras' order.
+        """
+        from zoo.core.camera import Cameras
+
+        if not isinstance(cameras, Cameras):
+            raise TypeError(f"render: cameras must be a zoo.core.camera.Cameras, got {type(cameras).__name__}")
+        C = len(cameras)
+        poses = {}
+        for k, v in body.items():
+            if k not in BODY_POSE_KEYS:
+                continue
+            arr = np.asarray(torch.as_tensor(v).detach().cpu(), dtype=np.float32).reshape(-1)
+            poses[k] = np.repeat(arr[None], C, axis=0)
+        betas = body.get("betas")
+        if betas is not None:
+            betas = torch.as_tensor(betas, dtype=torch.float32).reshape(-1)
+        kwargs = {} if betas is None else {"betas": betas}
+        return self.render_poses(poses, cameras.K, cameras.w2c, cameras.height, cameras.width,
+                                 background=background, **kwargs)
+
 
 def load_pose_file(path: str | Path) -> Dict[str, np.ndarray]:
     """Read a pose sequence (.npz with global_orient/body_pose/transl[/betas], or an
