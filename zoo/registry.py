@@ -5,8 +5,10 @@ Example:
     >>> @register_method("my_method")
     ... class MyMethod(AvatarModule): ...
 
-`zoo.create(name, **overrides)` builds a registered method from its config (configs/method/<name>.yaml)
-merged with the overrides; `zoo.list_methods()` lists the names.
+`zoo.create(name, data_info, preset=None, **overrides)` builds a registered method from its config
+(configs/method/<name>.yaml), the method section of an experiment preset
+(configs/experiment/<name>_<preset>.yaml, a `# @package _global_` file) and the overrides;
+`zoo.list_methods()` lists the names.
 """
 from __future__ import annotations
 
