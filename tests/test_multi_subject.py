@@ -182,3 +182,29 @@ def test_baseline_and_runner_dispatch(multi_root, body_models_root):
         runner.build_datamodule({**cfg, "multi_subject": {"num_views": 2}}, str(body_models_root))
     batch = collate_items([dm.make_rows(*dm.split_rows("test_view")[0])])
     assert batch["context"]["group"].tolist() == [dm.test_subject_ids[0]]
+
+
+def test_x_humans_preset_serves_monocular_contexts(tmp_path, body_models_root):
+    """experiment=nopo_avatar_x_humans's data section (configs/data/x_humans_multi.yaml) on an X-Humans
+    root: the contexts of a monocular format are V different frames of one subject, from its train takes."""
+    from zoo import runner
+    from zoo.config import compose
+    from zoo.synthetic.subject import synthesize
+
+    root = tmp_path / "x_humans"
+    synthesize("x_humans", root, subjects=3, frames=5, res=32, seed=11, body_models=body_models_root)
+    (root / "synthetic.json").unlink()  # a real X-Humans root has no manifest: subjects are probed
+    cfg = compose("train", ["experiment=nopo_avatar_x_humans", f"data.root={root}",
+                            "data.multi_subject.test_subjects=1", "data.multi_subject.context_res=16",
+                            "data.multi_subject.items_per_epoch=6", "data.num_workers=0"])
+    assert cfg.data.format == "x_humans" and cfg.trainer.accelerator == "gpu"
+    dm = runner.build_datamodule(cfg.data, str(body_models_root))
+    dm.setup("fit")
+    assert len(dm.subjects) == 3 and len(dm.train_subjects) == 2 and "test_pose" in dm.test_split_names
+    batch = next(iter(dm.train_dataloader()))
+    ctx = batch["context"]
+    assert ctx["image"].shape[1:] == (3, 3, 16, 16)
+    for row in range(ctx["frame_id"].shape[0]):
+        frames = ctx["frame_id"][row].tolist()
+        assert len(set(frames)) == 3, frames  # one camera per frame: V different frames
+    assert batch["subject_id"].unique().numel() <= cfg.data.batch_size
