@@ -79,18 +79,20 @@ def test_schedule_value():
     assert schedule_value({"start": 10.0, "end": 1.0, "ramp_steps": 100}, 1000) == pytest.approx(1.0)
 
 
-def test_loggers_build_offline_without_api_key(tmp_path, monkeypatch):
+def test_loggers_build_offline_with_wandb_mode_offline(tmp_path, monkeypatch):
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     from zoo.runner import build_logger
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = compose("train", ["logger=wandb"])
+    monkeypatch.setenv("WANDB_MODE", "offline")  # wandb picks the mode; WANDB_MODE=offline is honoured
+    cfg = compose("train", ["logger=wandb", f"data.root={tmp_path / 'absent'}"])
     cfg.run_dir = str(tmp_path)
     logger = build_logger(cfg, tmp_path)
     assert isinstance(logger, WandbLogger)
-    assert logger._offline is True  # nothing leaves the machine without a key
-    assert logger._wandb_init["group"] == "gaussian_avatar_synthetic"  # runs grouped by method and data
+    assert logger._wandb_init["mode"] == "offline"  # nothing leaves the machine
+    assert logger._wandb_init["group"] == "synthetic_seed0"  # dataset + subject (not written yet: its seed)
+    assert logger._wandb_init["name"] == "gaussian_avatar" and "gaussian_avatar" in logger._wandb_init["tags"]
+    assert not (tmp_path / "absent").exists()  # building the logger writes no data
     cfg = compose("train", ["logger=csv"])
     assert isinstance(build_logger(cfg, tmp_path), CSVLogger)
     bad = compose("train", ["logger=csv", "logger.kind=tensorboard"])

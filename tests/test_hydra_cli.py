@@ -52,7 +52,7 @@ def test_cfg_job_prints_the_config_and_trains_nothing(capsys, tmp_path):
     assert not run.exists()
     assert train_script.main(["experiment=gaussian_avatar_tiny", "--cfg", "job", "--resolve"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["logger"]["group"] == "gaussian_avatar_synthetic" and cfg["data"]["_name"] == "synthetic"
+    assert cfg["method"]["_name"] == "gaussian_avatar" and cfg["data"]["_name"] == "synthetic"
 
 
 def test_plus_adds_and_tilde_removes_keys(capsys):

@@ -6,8 +6,10 @@ same frames), ``protocol`` and, for training runs, ``model_selection``. The tabl
 run and split with the protocol's headline metrics (``EvalProtocol.primary_keys``) and the baseline's
 PSNR beside them; it is written as markdown (``compare.md``) and CSV (``compare.csv``), and the
 headline PSNR per split as a grouped bar chart (``compare.png``; matplotlib when installed, else
-drawn with PIL). With ``--wandb`` the table and the chart are also logged to W&B (a ``wandb.Table``
-and an image) in a run of job type ``compare``; W&B picks its own mode (``WANDB_MODE`` is respected).
+drawn with PIL). With ``--wandb``, or when ``WANDB_MODE`` is online / offline, the table and the chart
+are also logged to W&B (``compare/table``, a ``wandb.Table``; ``compare/chart``, a ``wandb.Image``) in a
+run of job type ``compare``, grouped like the training runs (``<data>_<subject>`` when one subject);
+W&B picks its own mode (``WANDB_MODE=disabled`` logs nothing).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["load_run", "compare_rows", "to_markdown", "to_csv", "bar_chart", "compare", "main"]
+__all__ = ["load_run", "compare_rows", "to_markdown", "to_csv", "bar_chart", "wandb_active", "wandb_run", "log_table",
+           "compare", "main"]
 
 
 def load_run(path: os.PathLike | str) -> Dict[str, Any]:
@@ -30,7 +33,8 @@ def load_run(path: os.PathLike | str) -> Dict[str, Any]:
         path: a run folder, an eval folder or the metrics.json itself.
 
     Returns:
-        ``{"label", "path", "method", "subject", "protocol", "metrics", "baseline", "model_selection"}``.
+        ``{"label", "path", "dataset", "method", "subject", "protocol", "metrics", "baseline", "model_selection"}``
+        (``dataset``: the data group of a train.py run's config.yaml, else "").
 
     Raises:
         FileNotFoundError: no metrics.json. ValueError: it holds no ``metrics`` mapping.
@@ -48,8 +52,17 @@ def load_run(path: os.PathLike | str) -> Dict[str, Any]:
         raise ValueError(f"{file}: 'metrics' must be a non-empty mapping split -> metric values")
     baseline = data.get("baseline") or {}
     baseline = baseline.get("metrics", baseline) if isinstance(baseline, Mapping) else {}
+    dataset = ""
+    config = file.parent / "config.yaml"  # train.py's resolved config: the data group's name (W&B group)
+    if config.is_file():
+        import yaml
+
+        try:
+            dataset = str(((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("_name") or "")
+        except (yaml.YAMLError, AttributeError):
+            dataset = ""
     return {
-        "label": f"{data.get('method', '?')} ({file.parent.name})", "path": str(file),
+        "label": f"{data.get('method', '?')} ({file.parent.name})", "path": str(file), "dataset": dataset,
         "method": str(data.get("method", "?")), "subject": str(data.get("subject", "?")),
         "protocol": dict(data.get("protocol") or {}), "metrics": dict(metrics), "baseline": dict(baseline or {}),
         "model_selection": str(data.get("model_selection", "")),
@@ -60,9 +73,10 @@ def _headline(protocol: Mapping[str, Any]) -> List[str]:
     from zoo.core.metrics import EvalProtocol
 
     try:
-        return list(EvalProtocol(**dict(protocol)).primary_keys())
-    except TypeError:
+        chosen = EvalProtocol(**dict(protocol))
+    except (TypeError, ValueError):  # an older or foreign metrics.json: the full-image keys
         return ["psnr", "ssim", "lpips"]
+    return list(chosen.primary_keys)
 
 
 def compare_rows(runs: Sequence[Mapping[str, Any]]) -> tuple[List[str], List[Dict[str, Any]]]:
@@ -213,6 +227,44 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def wandb_active(flag: bool = False) -> bool:
+    """Whether to log to W&B: asked for (``--wandb``), or ``WANDB_MODE`` names an active mode
+    (online / offline / dryrun); ``WANDB_MODE=disabled`` or unset without the flag: no."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode == "disabled":
+        return False
+    return bool(flag) or mode in ("online", "offline", "dryrun", "run")
+
+
+def wandb_run(**init: Any):
+    """``wandb.init(**init)`` in the mode wandb picks; offline, said on stderr, when it has no
+    credentials at all (the rule of ``zoo.runner.build_logger``). A run left open is finished first."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+    try:
+        return wandb.init(**init)
+    except wandb.errors.UsageError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"note: W&B has no credentials ({first}); logging offline (`wandb sync` uploads it later)",
+              file=sys.stderr)
+        return wandb.init(mode="offline", **init)
+
+
+def log_table(run, prefix: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+              png: Optional[os.PathLike | str] = None) -> None:
+    """Log ``rows`` as a ``wandb.Table`` (``<prefix>/table``) and the chart as a ``wandb.Image``
+    (``<prefix>/chart``) to ``run``; the table's cells are plain numbers and strings."""
+    import wandb
+
+    data = [[r.get(c) for c in columns] for r in rows]
+    payload = {f"{prefix}/table": wandb.Table(columns=list(columns), data=data)}
+    if png is not None:
+        payload[f"{prefix}/chart"] = wandb.Image(str(png))
+    run.log(payload)
+
+
 def compare(run_dirs: Sequence[os.PathLike | str], out_dir: os.PathLike | str,
             wandb_log: bool = False, project: str = "avatar-zoo") -> Dict[str, Any]:
     """Write compare.md, compare.csv and compare.png for ``run_dirs`` into ``out_dir``.
@@ -232,12 +284,11 @@ def compare(run_dirs: Sequence[os.PathLike | str], out_dir: os.PathLike | str,
     psnr_key = next((c for c in columns if c.startswith("psnr")), "psnr")
     backend = bar_chart(rows, png, psnr_key)
     if wandb_log:
-        import wandb
-
-        run = wandb.init(project=project, job_type="compare", name="compare", dir=str(out),
-                         config={"runs": [r["path"] for r in runs]})
-        run.log({"compare/table": wandb.Table(columns=list(columns), data=[[r.get(c) for c in columns] for r in rows]),
-                 "compare/psnr": wandb.Image(str(png))})
+        groups = sorted({f"{r['dataset']}_{r['subject']}" if r["dataset"] else r["subject"] for r in runs})
+        run = wandb_run(project=project, job_type="compare", name="compare", dir=str(out),
+                        group=groups[0] if len(groups) == 1 else None,
+                        config={"runs": [r["path"] for r in runs], "groups": groups})
+        log_table(run, "compare", columns, rows, png)
         run.finish()
     return {"markdown": md, "csv": cs, "png": png, "backend": backend, "columns": columns, "rows": rows}
 
@@ -248,11 +299,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      description="One table (markdown + CSV) and one bar chart across runs.")
     parser.add_argument("runs", nargs="+", help="run folders (or eval out_dirs / metrics.json files)")
     parser.add_argument("--out", default="runs/compare", help="folder for compare.md, compare.csv, compare.png")
-    parser.add_argument("--wandb", action="store_true", help="also log the table and chart to W&B")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and chart to W&B (the default when WANDB_MODE is online/offline)")
     parser.add_argument("--project", default="avatar-zoo", help="W&B project")
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
-        result = compare(args.runs, args.out, wandb_log=args.wandb, project=args.project)
+        result = compare(args.runs, args.out, wandb_log=wandb_active(args.wandb), project=args.project)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

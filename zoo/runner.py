@@ -138,8 +138,38 @@ def data_info(dm, data_cfg: Mapping[str, Any], body_models: Optional[str]) -> Di
     }
 
 
+def _wandb_subject(cfg: DictConfig) -> str:
+    """The subject a run trains on, for the W&B group, read without writing anything: the data
+    root's folder name; for a synthetic section the first subject its manifest lists (train.py has
+    written it by then); multi-subject data: "multi"."""
+    data = cfg.get("data") or {}
+    if data.get("multi_subject"):
+        return "multi"
+    missing = isinstance(data, DictConfig) and OmegaConf.is_missing(data, "root")
+    root = None if missing else data.get("root")
+    if root in (None, "", "???"):
+        return "unknown"
+    root = Path(str(root)).expanduser()
+    if data.get("synthesize"):
+        manifest = root / "synthetic.json"
+        try:
+            paths = json.loads(manifest.read_text()).get("paths") or []
+        except (OSError, ValueError, AttributeError):
+            paths = []
+        return Path(str(paths[0])).name if paths else f"seed{(data.get('synthesize') or {}).get('seed', 0)}"
+    return root.name
+
+
 def build_logger(cfg: DictConfig, run_dir: Path):
-    """W&B (offline without an API key) or CSV logger from cfg.logger; None when no logger."""
+    """The logger of cfg.logger (``kind: wandb | csv``); None when no logger.
+
+    W&B: wandb picks its mode. ``WANDB_MODE=offline`` (or dryrun) gives an offline run that
+    ``wandb sync`` uploads later, ``WANDB_MODE=disabled`` a no-op run; otherwise the run is online
+    with the credentials of ``wandb login`` / ``WANDB_API_KEY``. Only when wandb has no credentials
+    at all (it refuses with a UsageError) the run goes offline, and says so on stderr. Runs are
+    grouped by dataset and subject (``<data>_<subject>``), named and tagged by method, and log the
+    resolved config.
+    """
     lcfg = cfg.get("logger")
     if not lcfg:
         return None
@@ -149,23 +179,100 @@ def build_logger(cfg: DictConfig, run_dir: Path):
 
         return CSVLogger(save_dir=str(run_dir), name="", version="")
     if kind == "wandb":
+        import sys
+
+        import wandb
         from lightning.pytorch.loggers import WandbLogger
 
-        offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
-        return WandbLogger(project=lcfg.get("project", "avatar-zoo"), group=lcfg.get("group"), name=lcfg.get("name"),
-                           tags=list(lcfg.get("tags") or []), save_dir=str(run_dir), offline=offline,
-                           config=OmegaConf.to_container(cfg, resolve=True))
+        method = str((cfg.get("method") or {}).get("name") or "method")
+        data_name = str((cfg.get("data") or {}).get("_name") or (cfg.get("data") or {}).get("format") or "data")
+        subject = _wandb_subject(cfg)
+        tags = list(dict.fromkeys([method, data_name, subject, *[str(t) for t in (lcfg.get("tags") or [])]]))
+        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        kwargs = dict(project=lcfg.get("project", "avatar-zoo"), group=lcfg.get("group") or f"{data_name}_{subject}",
+                      name=lcfg.get("name") or method, tags=tags, save_dir=str(run_dir), job_type="train",
+                      config=OmegaConf.to_container(cfg, resolve=True))
+        if wandb.run is not None:  # a previous job of this process (a -m sweep): close it, never log into it
+            wandb.finish()
+        if env_mode in ("offline", "dryrun", "disabled"):
+            return WandbLogger(mode="disabled" if env_mode == "disabled" else "offline", **kwargs)
+        logger = WandbLogger(**kwargs)
+        try:
+            _ = logger.experiment  # wandb.init now: a missing login shows here, not mid-training
+        except wandb.errors.UsageError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"note: W&B has no credentials ({first}); this run logs offline under {run_dir / 'wandb'} "
+                  "(upload it later with `wandb sync`, or run `wandb login` for online runs)", file=sys.stderr)
+            logger = WandbLogger(mode="offline", **kwargs)
+        return logger
     raise ConfigError(f"logger.kind must be wandb or csv, got {kind!r}")
 
 
+def headline_summary_callback():
+    """A Lightning callback (`build_trainer` adds it for a W&B logger): the run's summary holds the
+    protocol's headline metrics (``EvalProtocol.primary_keys``), not the last logged step.
+
+    At fit start it declares ``val/<key>`` with ``summary="max"`` (PSNR, SSIM) or ``"min"`` (LPIPS)
+    through ``wandb.define_metric``; at test end it writes each test split's headline values (the
+    scored checkpoint's: train.py tests the best one) into ``run.summary`` as ``<split>/<key>``,
+    with ``protocol`` (its name) and ``headline_keys``.
+    """
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import WandbLogger
+
+    def wandb_run(trainer):
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                run = logger.experiment
+                return run if hasattr(run, "summary") and hasattr(run, "define_metric") else None
+        return None
+
+    def headline(pl_module) -> List[str]:
+        protocol = getattr(pl_module, "protocol", None)
+        return list(protocol.primary_keys) if protocol is not None else ["psnr", "ssim", "lpips"]
+
+    class HeadlineSummary(Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            run = wandb_run(trainer)
+            for key in headline(pl_module) if run is not None else ():
+                run.define_metric(f"val/{key}", summary="min" if key.startswith("lpips") else "max")
+
+        def on_test_end(self, trainer, pl_module) -> None:
+            run = wandb_run(trainer)
+            results = getattr(pl_module, "test_results", None) or {}
+            if run is None or not results:
+                return
+            keys = headline(pl_module)
+            for split, values in results.items():
+                for key in keys:
+                    if key in values:
+                        run.summary[f"{split}/{key}"] = float(values[key])
+            run.summary["protocol"] = str(getattr(getattr(pl_module, "protocol", None), "name", "") or "")
+            run.summary["headline_keys"] = ",".join(keys)
+
+    return HeadlineSummary()
+
+
 def build_trainer(tcfg: Mapping[str, Any], run_dir: Path, logger, callbacks: Sequence[Any] = ()):
-    """A Lightning Trainer from a trainer config section."""
+    """A Lightning Trainer from a trainer config section.
+
+    With a logger it also gets a `LearningRateMonitor` (every param group's lr per step) and, for a
+    W&B logger, `headline_summary_callback()`.
+    """
     import lightning as L
 
     kwargs = dict(OmegaConf.to_container(tcfg, resolve=True)) if isinstance(tcfg, DictConfig) else dict(tcfg)
     kwargs.pop("_name", None)
+    callbacks = list(callbacks)
+    if logger is not None:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+        from lightning.pytorch.loggers import WandbLogger
+
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if isinstance(logger, WandbLogger):
+            callbacks.append(headline_summary_callback())
     return L.Trainer(default_root_dir=str(run_dir), logger=logger if logger is not None else False,
-                     callbacks=list(callbacks), **kwargs)
+                     callbacks=callbacks, **kwargs)
 
 
 def read_checkpoint(ckpt_path: str | Path) -> Dict[str, Any]:
