@@ -327,6 +327,7 @@ class _Chunk:
         width: int,
         T0: Tensor,
         done0: Tensor,
+        workspace: Optional["_Workspace"] = None,
     ) -> None:
         dtype = attrs.dtype
         count = plan.tile_count[tiles]
@@ -339,12 +340,13 @@ class _Chunk:
         half = 0.5 * plan.tile_size
         cx = ((local % plan.tiles_w) * plan.tile_size).to(dtype) + half
         cy = (torch.div(local, plan.tiles_w, rounding_mode="floor") * plan.tile_size).to(dtype) + half
-        a = _take(attrs, self.gid)  # [Ta, B, 6 + D]: mean (2), conic (3), opacity, colour (D)
+        a = _take(attrs, self.gid)  # [Ta, B, 7 + D]: mean (2), conic (3), opacity, colour (D), 1
         self.mx = a[..., 0] - cx[:, None]  # means relative to the tile centre [Ta, B]
         self.my = a[..., 1] - cy[:, None]
         self.ca, self.cb, self.cc = a[..., 2], a[..., 3], a[..., 4]
         self.op = a[..., 5] * valid  # padding slots get opacity 0 and so never contribute
-        self.colors = a[..., 6:]  # [Ta, B, D]
+        self.colors = a[..., 6:-1]  # [Ta, B, D]
+        self.colors1 = a[..., 6:]  # colours and a 1 (the weight sum) [Ta, B, D + 1]
         mx, my, ca, cb, cc = self.mx, self.my, self.ca, self.cb, self.cc
         # log(0) would put -inf (and inf * 0 = nan) into the GEMM: clamp to a tiny opacity,
         # whose log is far below log(1/255) and so skipped like any faint pair.
@@ -360,15 +362,25 @@ class _Chunk:
             ],
             dim=-1,
         )  # [Ta, B, 6]
-        s = torch.matmul(coef, feats)  # log(o * exp(-sigma)) [Ta, B, P]
+        # log(o * exp(-sigma)) [Ta, B, P]: one 2D GEMM (several times faster on CPU than the
+        # batched matmul of [Ta, B, 6] by [6, P])
+        shape = coef.shape[:2] + feats.shape[1:]
+        ws = workspace or _Workspace(None)
+        s = torch.mm(coef.reshape(-1, 6), feats, out=ws.get("s", (shape[0] * shape[1], shape[2]), dtype, feats.device))
+        s = s.reshape(shape)
         # exp of values below -80 would be slow denormals (and exp(-inf) a slow path) while
         # alpha is far below 1/255 anyway; skip alpha < 1/255 (threshold keeps x > t, so t
         # is the float just below 1/255), then clamp at 0.999.
         alpha = s.clamp_min_(-80.0).exp_()
-        alpha = torch.nn.functional.threshold_(alpha, _below(ALPHA_THRESHOLD, dtype), 0.0).clamp_max_(MAX_ALPHA)
+        alpha = torch.nn.functional.threshold_(alpha, _below(ALPHA_THRESHOLD, dtype), 0.0)
+        # alpha <= o * exp(-sigma) with sigma >= 0 up to rounding: the 0.999 clamp (and its
+        # zero derivative) can only bind in chunks holding an opacity close to it
+        self.clamps = bool(self.op.max() >= _CLAMP_FREE * MAX_ALPHA)
+        if self.clamps:
+            alpha.clamp_max_(MAX_ALPHA)
         self.alpha = alpha
         T0e = T0 * (~done0).to(dtype)
-        ta = torch.empty((alpha.shape[0], alpha.shape[1] + 1, alpha.shape[2]), dtype=dtype, device=alpha.device)
+        ta = ws.get("ta", (alpha.shape[0], alpha.shape[1] + 1, alpha.shape[2]), dtype, alpha.device)
         ta[:, 0] = T0e
         torch.sub(1.0, alpha, out=ta[:, 1:])
         self.T_all = _scan_(ta, torch.Tensor.mul_, torch.cumprod)  # T before each Gaussian, then after the last
@@ -377,11 +389,15 @@ class _Chunk:
         last = tcum[:, -1]
         # pixels that reach the stop in this chunk (done ones have T0e = 0 and weigh 0 anyway)
         self.stops = bool(((last <= TRANSMITTANCE_STOP) & ~done0).any())
-        w = alpha * self.T_all[:, :-1]  # alpha_i * T_before_i
+        w = torch.mul(alpha, self.T_all[:, :-1], out=ws.get("w", alpha.shape, dtype, alpha.device))  # alpha_i T_before_i
         if self.stops:
             # T after each Gaussian is <= 1e-4 from the one that stops the pixel on
-            # (exclusive); T only decreases, so this zeroes a suffix.
-            w.masked_fill_(tcum <= TRANSMITTANCE_STOP, 0.0)
+            # (exclusive); T only decreases, so this zeroes a suffix. The 0/1 mask
+            # min(1, threshold(T) / 1e-4) is exact (threshold keeps only T > 1e-4) and costs
+            # three fast passes where a comparison and masked_fill cost two slow ones.
+            keep = torch.nn.functional.threshold(tcum, TRANSMITTANCE_STOP, 0.0)
+            w.mul_(keep.div_(TRANSMITTANCE_STOP).clamp_max_(1.0))
+            del keep
         self.weights = w
         self.T0 = T0
         self.done0 = done0
@@ -396,20 +412,55 @@ class _Chunk:
         """Transmittance before each Gaussian of the chunk. ``[Ta, B, P]``"""
         return self.T_all[:, :-1]
 
-    def end_state(self) -> Tuple[Tensor, Tensor]:
-        """Transmittance and stop flag of every pixel after the chunk. ``([Ta, P], [Ta, P])``"""
-        tcum = self.tcum
+    def end_state(self, wsum: Tensor) -> Tuple[Tensor, Tensor]:
+        """Transmittance and stop flag of every pixel after the chunk. ``([Ta, P], [Ta, P])``
+
+        ``wsum`` is the chunk's sum of weights per pixel (the ones channel of the colour
+        GEMM). A pixel that stops in the chunk keeps the transmittance before the Gaussian
+        that stops it, ``T0 - sum_i w_i`` (the weights telescope: ``w_i = T_i - T_{i+1}``),
+        which saves a masked reduction over the chunk.
+        """
+        last = self.tcum[:, -1]
+        T1 = torch.where(self.done0, self.T0, last)
+        done1 = self.done0 | (last <= TRANSMITTANCE_STOP)
         if self.stops:
-            last = torch.nn.functional.threshold(tcum, TRANSMITTANCE_STOP, float("inf")).amin(dim=1)
-            T1 = torch.minimum(self.T0, last)
-        else:
-            T1 = torch.where(self.done0, self.T0, tcum[:, -1])
-        done1 = self.done0 | (tcum[:, -1] <= TRANSMITTANCE_STOP)
+            T1 = torch.where(done1 & ~self.done0, self.T0 - wsum, T1)
         return T1, done1
 
     def drop_forward_only(self) -> None:
         """Frees what the backward pass does not read (kept chunks then cost 3 floats per pair)."""
         self.T0 = self.done0 = None  # type: ignore[assignment]
+
+
+# a chunk whose opacities all stay below _CLAMP_FREE * MAX_ALPHA cannot reach the clamp (the
+# margin covers the rounding of the tile-centre expansion, sigma >= -1e-4 even for 64-px tiles)
+_CLAMP_FREE = 1.0 - 1e-3
+
+# transmittance floor in the backward pass: below the stop, so only non-contributing pairs
+# (weight 0) see it; it keeps rest / T finite there
+_T_FLOOR = 0.1 * TRANSMITTANCE_STOP
+
+class _Workspace:
+    """Reusable buffers for the chunks that are not kept for the backward pass.
+
+    Fresh chunk-sized tensors are page-faulted and zeroed by the OS again and again when the
+    allocator hands them back between chunks; reusing one buffer per role avoids that.
+    ``capacity`` None means no reuse (every call allocates).
+    """
+
+    def __init__(self, capacity: Optional[int]) -> None:
+        self.capacity = capacity
+        self.buffers: dict = {}
+
+    def get(self, role: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        numel = math.prod(shape)
+        if self.capacity is None:
+            return torch.empty(shape, dtype=dtype, device=device)
+        buf = self.buffers.get(role)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(max(numel, self.capacity), dtype=dtype, device=device)
+            self.buffers[role] = buf
+        return buf[:numel].view(shape)
 
 
 # smallest opacity fed to log() for padding slots (normal numbers of each dtype)
@@ -435,14 +486,17 @@ def _pack_attributes(means2d: Tensor, conics: Tensor, colors: Tensor, opacities:
     """Concatenates the per-Gaussian inputs of the pixel stage for one gather per chunk.
 
     Returns:
-        ``[P, 6 + D]``: mean (2), conic (3), opacity (1), colour (D).
+        ``[P, 7 + D]``: mean (2), conic (3), opacity (1), colour (D), a constant 1 (its
+        composite is the sum of weights, ``1 - T`` over a chunk).
     """
+    means2d = means2d.reshape(-1, 2)
     return torch.cat(
         [
-            means2d.reshape(-1, 2),
+            means2d,
             conics.reshape(-1, 3),
             opacities.reshape(-1, 1),
             colors.reshape(-1, colors.shape[-1]),
+            means2d.new_ones(means2d.shape[0], 1),
         ],
         dim=-1,
     )
@@ -482,24 +536,28 @@ class RasterizePixels(torch.autograd.Function):
         feats = _pixel_features(plan.tile_size, dtype, device)
         keep_left = SAVED_PAIRS_BUDGET if any(ctx.needs_input_grad[:4]) else 0
 
-        acc = torch.zeros(n_tiles, d, n_pix, dtype=dtype, device=device)
+        acc = torch.zeros(n_tiles, d + 1, n_pix, dtype=dtype, device=device)
         T = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
         done = torch.zeros(n_tiles, n_pix, dtype=torch.bool, device=device)
         chunks: List[Tuple[Tensor, int, int, Tensor, Tensor, Optional[_Chunk]]] = []
+        workspace = _Workspace(min(budget + n_pix * 64, 1 << 24))
         for tiles in _tile_groups(plan, n_pix, budget):
             pos = 0
             while tiles.numel() > 0:
                 remaining = int((plan.tile_count[tiles] - pos).max())
                 width = max(1, min(remaining, budget // (tiles.numel() * n_pix)))
                 T0, done0 = T[tiles], done[tiles]
-                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
-                acc.index_add_(0, tiles, torch.bmm(ch.colors.transpose(1, 2), ch.weights))
-                T1, done1 = ch.end_state()
+                pairs = tiles.numel() * width * n_pix
+                keep = pairs <= keep_left
+                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0, None if keep else workspace)
+                comp = torch.bmm(ch.colors1.transpose(1, 2), ch.weights)  # [Ta, D + 1, P]
+                acc.index_add_(0, tiles, comp)
+                T1, done1 = ch.end_state(comp[:, -1])
                 T[tiles] = T1
                 done[tiles] = done1
                 kept = None
-                if ch.alpha.numel() <= keep_left:
-                    keep_left -= ch.alpha.numel()
+                if keep:
+                    keep_left -= pairs
                     ch.drop_forward_only()
                     kept = ch
                 chunks.append((tiles, pos, width, T0, done0, kept))
@@ -508,12 +566,13 @@ class RasterizePixels(torch.autograd.Function):
                 more = (plan.tile_count[tiles] > pos) & ~done1.all(dim=1)
                 tiles = tiles[more]
 
-        out = _tiles_to_image(acc, plan)
+        out = _tiles_to_image(acc[:, :d], plan)
         alpha = _tiles_to_image((1.0 - T)[:, None, :], plan)
         ctx.plan = plan
         ctx.chunks = chunks
         ctx.T_final = T
         ctx.absgrad = absgrad
+        ctx.budget = budget
         ctx.save_for_backward(means2d, conics, colors, opacities)
         return out, alpha
 
@@ -535,9 +594,10 @@ class RasterizePixels(torch.autograd.Function):
 
         # gradients in the layout of _pack_attributes (+ |d means2d| per pixel for absgrad)
         grads = torch.zeros(n_attr, 6 + d + (2 if ctx.absgrad else 0), dtype=dtype, device=device)
+        workspace = _Workspace(min(ctx.budget + plan.tile_size**2 * 64, 1 << 24))
         for tiles, pos, width, T0, done0, ch in reversed(ctx.chunks):
             if ch is None:
-                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
+                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0, workspace)
             gid = ch.gid.reshape(-1)
             Gt = G[tiles]  # [Ta, D, P]
             w = ch.weights
@@ -548,22 +608,22 @@ class RasterizePixels(torch.autograd.Function):
             S_new = S_t + csum[:, -1]
             rest = torch.sub(S_new[:, None, :], csum, out=csum)
             S[tiles] = S_new
-            om = torch.sub(1.0, ch.alpha)
-            # dL/dalpha_i = T_before_i gc_i - rest_i / (1 - alpha_i), for contributing pairs
-            v_alpha = (ch.T_before * gc).sub_(rest.div_(om))
-            del rest, om
+            # dL/dalpha_i = T_before_i gc_i - rest_i / (1 - alpha_i) for contributing pairs,
+            # and d alpha / d log-alpha = alpha where the 0.999 clamp is not active, so
+            # dL/d(log alpha_i) = w_i (gc_i - rest_i / T_after_i), T_after_i = T_before_i
+            # (1 - alpha_i) > 1e-4 there; every other pair has w_i = 0 (the floor on T keeps
+            # the quotient finite for them).
+            T_after = ch.tcum.clamp_min(_T_FLOOR)
+            v_s = gc.addcdiv_(rest, T_after, value=-1.0).mul_(w)  # -dL/dsigma [Ta, B, P]
+            del rest, T_after
+            if ch.clamps:
+                v_s.masked_fill_(ch.alpha >= MAX_ALPHA, 0.0)
             v_col = torch.bmm(w, Gt.transpose(1, 2))  # [Ta, B, D]
-
-            # alpha = min(0.999, o exp(-sigma)): d alpha / d log-alpha = alpha for
-            # contributing pairs where the clamp is not active, else 0.
-            gate = torch.where((w > 0) & (ch.alpha < MAX_ALPHA), ch.alpha, 0.0)
-            v_s = v_alpha.mul_(gate)  # dL/d(log alpha) = -dL/dsigma  [Ta, B, P]
-            del gate
             op = ch.op
-            v_op = v_s.sum(-1) / op.clamp_min(_TINY[dtype])  # d log alpha / d o = 1 / o
             # sums over pixels of v_sigma * (1, u, v, uu, uv, vv), each [Ta, B]
             mom = torch.mm(feats, v_s.reshape(-1, feats.shape[1]).t()).neg_().reshape((6,) + v_s.shape[:2])
             m0, mu, mv, muu, muv, mvv = mom.unbind(0)
+            v_op = m0 / op.clamp_min(_TINY[dtype]).neg_()  # d log alpha / d o = 1 / o, m0 = -sum v_s
             mx, my = ch.mx, ch.my
             s_x = mx * m0 - mu  # sum v_sigma * dx,  dx = mean_x - pixel_x
             s_y = my * m0 - mv
@@ -577,11 +637,11 @@ class RasterizePixels(torch.autograd.Function):
                 # per-pixel d sigma / d mean is linear in (u, v): (a dx + b dy, b dx + c dy)
                 lin_x = torch.stack([ch.ca * mx + ch.cb * my, -ch.ca, -ch.cb], -1)
                 lin_y = torch.stack([ch.cb * mx + ch.cc * my, -ch.cb, -ch.cc], -1)
-                ax = (torch.matmul(lin_x, feats[:3]) * v_s).abs_().sum(-1)
-                ay = (torch.matmul(lin_y, feats[:3]) * v_s).abs_().sum(-1)
+                ax = (torch.mm(lin_x.reshape(-1, 3), feats[:3]).reshape(v_s.shape) * v_s).abs_().sum(-1)
+                ay = (torch.mm(lin_y.reshape(-1, 3), feats[:3]).reshape(v_s.shape) * v_s).abs_().sum(-1)
                 parts.append(torch.stack([ax, ay], -1))
             grads.index_add_(0, gid, torch.cat(parts, -1).reshape(gid.numel(), -1))
-            del ch, v_s, v_alpha
+            del ch, v_s, gc
 
         if ctx.absgrad:
             means2d.absgrad = grads[:, 6 + d :].reshape(means2d.shape)
