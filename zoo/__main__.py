@@ -14,9 +14,10 @@ Commands:
             [--subjects N --frames N --res N --seed S --cameras C]
         python train.py data=zju_mocap data.root=<printed folder>
 
-    ``animate``: render a trained avatar in the poses of a pose file::
+    ``animate``: render a trained avatar along a motion, or on a turntable (``zoo.animate``)::
 
-        python -m zoo animate runs/<run>/checkpoints/last.ckpt --pose poses.npz --out frames/
+        python -m zoo animate runs/<run>/checkpoints/last.ckpt --motion poses.npz --out walk.mp4
+        python -m zoo animate CKPT --motion poses.npz --turntable 36 --frame 0 --out spin/
 
     ``checkpoints``: the pretrained-avatar registry (``zoo.checkpoints``)::
 
@@ -137,52 +138,68 @@ def add_data_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _animate(args: argparse.Namespace) -> int:
-    """Handler of ``animate``: render a checkpoint's avatar in the poses of a pose file."""
+    """Handler of ``animate``: a checkpoint's avatar along a motion (or on a turntable), streamed to
+    a PNG folder or an mp4 (zoo.animate)."""
     import numpy as np
-    from PIL import Image
 
-    from zoo.synthetic.subject import intrinsics, look_at
+    from zoo.animate import animate
     from zoo.checkpoints import load as load_module
     from zoo.methods.base import load_pose_file
 
-    poses = load_pose_file(args.pose)
+    if args.motion is None and not args.turntable:
+        raise ValueError("animate needs --motion FILE (or --turntable N, which without a motion shows the rest pose)")
+    if args.motion is not None:
+        poses = load_pose_file(args.motion)  # a bad motion file fails here, before anything is written
+        bp = poses["body_pose"]
+        if getattr(bp, "ndim", 0) != 2 or bp.shape[0] == 0:
+            raise ValueError(f"{args.motion}: 'body_pose' must be [T, 3J] with T >= 1, got {getattr(bp, 'shape', '?')}")
+        for key, value in poses.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind in "fiu" and not np.isfinite(arr).all():
+                raise ValueError(f"{args.motion}: '{key}' holds non-finite values")
     model = load_module(args.ckpt, args.body_models)
-    height = args.res or int(model.data_info.get("height", 512))
-    width = args.res or int(model.data_info.get("width", 512))
-    T = poses["body_pose"].shape[0]
-    targets = np.asarray(poses["transl"], dtype=np.float64)
-    w2c = np.stack([look_at(t + np.array([0.0, 0.0, args.distance]), t) for t in targets])
-    K = intrinsics(width, height, args.fov)
-    betas = poses.get("betas")  # [S], [1, S] or [T, S]: the first row
-    images = model.render_poses(poses, K, w2c, height, width,
-                                betas=None if betas is None else np.atleast_2d(betas)[0],
-                                background=tuple(args.background))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for t, img in enumerate(images):
-        arr = (img.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        tmp = out / f".frame{t:05d}.png"
-        Image.fromarray(arr).save(tmp, format="PNG")
-        tmp.replace(out / f"frame{t:05d}.png")
-    print(f"rendered {T} frames of {model.method_name} to {out}")
+    if args.motion is None:
+        J3 = 3 * int(getattr(getattr(model, "body", None), "num_body_joints", 23))
+        poses = {"body_pose": np.zeros((1, J3), np.float32), "global_orient": np.zeros((1, 3), np.float32),
+                 "transl": np.zeros((1, 3), np.float32)}
+    elif poses["body_pose"].shape[1] != 3 * int(getattr(getattr(model, "body", None), "num_body_joints", 23)):
+        raise ValueError(f"{args.motion}: 'body_pose' has {poses['body_pose'].shape[1]} values per frame, the "
+                         f"checkpoint's {model.method_name} body needs {3 * model.body.num_body_joints}")
+    result = animate(model, poses, args.out, turntable=args.turntable, frame=args.frame, res=args.res,
+                     distance=args.distance, fov=args.fov, background=tuple(args.background), fps=args.fps,
+                     overwrite=args.overwrite, progress=not args.quiet)
+    width, height = result["size"]
+    print(f"rendered {result['frames']} frames ({result['mode']}, {width}x{height}) of {model.method_name} "
+          f"to {result['out']}")
     return 0
 
 
 def add_animate_command(subparsers: argparse._SubParsersAction) -> None:
-    """Install ``animate``: novel-pose rendering of a trained avatar from a pose file."""
+    """Install ``animate``: a trained avatar along a motion or on a turntable, to PNGs or an mp4."""
     anim = subparsers.add_parser(
-        "animate", help="render a trained avatar in the poses of a pose file",
-        description="Render a checkpoint's avatar in novel poses. The pose file is an .npz with body_pose "
-                    "[T, 69|63] (+ global_orient, transl, optional SMPL-X keys and betas) or thetas [T, 72]; a "
-                    "camera in front of each frame's translation looks at the body.",
+        "animate", help="render a trained avatar along a motion (or a turntable) to PNG frames or an mp4",
+        description="Render a checkpoint's avatar (any method, through gaussians(body_params)) in the poses of a "
+                    "motion file: an .npz with body_pose [T, 69|63] (+ global_orient, transl, optional SMPL-X keys) "
+                    "or thetas [T, 72]. A camera in front of the body (its first frame's axes) follows the "
+                    "translation; --turntable N instead orbits N views around the body's vertical axis in one "
+                    "pose. Frames are rendered and written one at a time; the output appears only when complete.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     anim.add_argument("ckpt", help="checkpoint (.ckpt) written by train.py")
-    anim.add_argument("--pose", required=True, help="pose sequence .npz")
-    anim.add_argument("--out", required=True, help="folder for frameXXXXX.png")
-    anim.add_argument("--res", type=_positive, default=None, help="square image size (default: training size)")
-    anim.add_argument("--distance", type=float, default=3.0, help="camera distance in front of the body (m)")
+    anim.add_argument("--motion", "--pose", dest="motion", default=None,
+                      help="motion / pose sequence .npz (--pose is an alias)")
+    anim.add_argument("--out", required=True, help="a folder for frame00000.png ... or a .mp4 file (H.264)")
+    anim.add_argument("--turntable", type=_positive, default=None, metavar="N",
+                      help="N views around the body's vertical axis, in pose --frame of the motion (rest pose "
+                           "without --motion)")
+    anim.add_argument("--frame", type=int, default=0, help="the turntable's frame index in --motion")
+    anim.add_argument("--res", type=_positive, default=None, help="square image size (default: training size; "
+                                                                  "an mp4 rounds it up to even)")
+    anim.add_argument("--fps", type=float, default=25.0, help="frames per second of an mp4")
+    anim.add_argument("--distance", type=float, default=3.0, help="camera distance from the body (m)")
     anim.add_argument("--fov", type=float, default=45.0, help="vertical field of view in degrees")
     anim.add_argument("--background", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="RGB in [0, 1]")
+    anim.add_argument("--overwrite", action="store_true", help="replace an existing --out (once the new one is done)")
+    anim.add_argument("--quiet", action="store_true", help="no progress bar")
     anim.add_argument("--body-models", default=None, help="body-model folder (default: the checkpoint's)")
     anim.set_defaults(handler=_animate)
 
