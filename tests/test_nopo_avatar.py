@@ -236,6 +236,17 @@ def test_pose_alignment_recovers_a_shifted_camera_with_the_network_frozen(multi)
     assert float(err1) < 0.5 * float(err0)
     assert abs(float(aligned["w2c"][0, 0, 3] - batch["w2c"][0, 0, 3])) < 0.03
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # and through Lightning's test loop, which runs under torch.inference_mode (eval.py's path)
+    import lightning as L
+
+    model.cfg.pose_align.steps = 2
+    model.test_split_names = dm.test_split_names
+    model.test_results = {}
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_test_batches=1, enable_checkpointing=False)
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert set(model.test_results) == set(dm.test_split_names)
+    assert all(v["psnr"] > 0 for v in model.test_results.values())
 
 
 def test_schedule_warms_up_then_decays(multi):

@@ -462,8 +462,8 @@ class NoPoAvatar(AvatarModule):
         align = self.cfg.get("pose_align") or {}
         if not bool(align.get("enabled", False)):
             return super()._evaluate(batch)
-        bg = self.background_color(training=False)
         with torch.inference_mode(False), torch.enable_grad():
+            bg = self.background_color(training=False)  # made here: an inference-mode tensor cannot enter autograd
             batch = _clone_tree(batch)
             batch = self.align_pose(batch, bg)
             with torch.no_grad():
