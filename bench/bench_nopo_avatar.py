@@ -8,11 +8,19 @@ GaussianAvatar trained and scored on the same held-out subject with the same noi
 pose it uses (training and target), both also with exact poses. Prints every split beside its
 baseline, the drops, seconds per step and wall times.
 
-    .venv/bin/python bench/bench_nopo_avatar.py [--steps 1500] [--ga-steps 800] [--out runs/bench_nopo]
+    .venv/bin/python bench/bench_nopo_avatar.py [--steps 6000] [--ga-steps 800] [--out runs/bench_nopo]
 
 GaussianAvatar's run: `gaussian_avatar_synthetic` on the first held-out subject's folder, trained on
 cameras 0-2 of its 6 motion frames (test_view: camera 3 on those frames; test_pose: cameras 0-3 on
 its 2 held-out frames), `stage1_steps` half the run. The same runs back tests/test_slow_nopo_avatar.py.
+
+Reading the drops (6000 steps, measured: NoPo-Avatar 4.97 dB, GaussianAvatar 3.03 dB): this
+comparison does not favour the pose-free method. GaussianAvatar's test_view frames are its own
+training frames, seen from a new camera with the very noisy pose it was fitted to, so on that split
+the noise is self-consistent and only blurs the avatar; NoPo-Avatar builds its avatar from pixels
+alone (no pose read, so no input-pose noise at all) and is then posed by the noisy target pose, a
+pure misalignment. Test-time pose alignment (--align-steps, the official 400) is the method's own
+answer to a noisy target pose; it sees the target pixels, so its rows are labelled apart.
 """
 from __future__ import annotations
 
@@ -166,7 +174,7 @@ def report(result: Dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500, help="NoPo-Avatar training steps")
+    parser.add_argument("--steps", type=int, default=6000, help="NoPo-Avatar training steps")
     parser.add_argument("--ga-steps", type=int, default=800, help="GaussianAvatar training steps (each run)")
     parser.add_argument("--align-steps", type=int, default=0, help="also score with test-time pose alignment (steps)")
     parser.add_argument("--out", default="runs/bench_nopo_avatar", help="run folder")
