@@ -4,6 +4,7 @@
     python eval.py ckpt_path=... data=people_snapshot data.root=/data/ps/male-3-casual
     python eval.py checkpoint=gaussian_avatar.synthetic_s0     # a registry checkpoint (zoo.checkpoints)
     python eval.py compare runs/a runs/b ... [--out DIR]        # one table + bar chart across runs (zoo.compare)
+    python eval.py sweep=pose_noise methods=[gaussian_avatar,humansplat_hmr] data=synthetic  # pose-noise sweep (zoo.sweep)
 
 A Hydra command line like train.py's (--help, -m, --cfg job, +key=value, ~key; zoo.config).
 Writes metrics.json and the rendered test images into out_dir (default: next to the checkpoint).
@@ -32,6 +33,10 @@ def run(cfg) -> int:
 
     from zoo.config import ConfigError
 
+    if cfg.get("sweep"):  # sweep=pose_noise methods=[...] data=...: the robustness sweep (zoo.sweep)
+        from zoo.sweep import run as sweep_run
+
+        return sweep_run(cfg)
     try:
         if bool(cfg.ckpt_path) == bool(cfg.checkpoint):
             raise ConfigError("pass one of ckpt_path=runs/.../last.ckpt or checkpoint=NAME (python -m zoo checkpoints list)")
