@@ -206,19 +206,16 @@ def project_gaussians(
     rz = 1.0 / z_safe
     tx = z_safe * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
     ty = z_safe * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
-    # J Sigma_c J^T with the Jacobian J = [[ja, 0, jb], [0, jc, jd]] written out element-wise
-    # (batched 2x3 @ 3x3 matmuls are slow on CPU, forward and backward)
-    ja, jb = fx * rz, -fx * tx * rz * rz
-    jc, jd = fy * rz, -fy * ty * rz * rz
-    s00, s01, s02 = covars_c[..., 0, 0], covars_c[..., 0, 1], covars_c[..., 0, 2]
-    s11, s12, s22 = covars_c[..., 1, 1], covars_c[..., 1, 2], covars_c[..., 2, 2]
-    s10, s20, s21 = covars_c[..., 1, 0], covars_c[..., 2, 0], covars_c[..., 2, 1]
-    c00 = ja * (ja * s00 + jb * s20) + jb * (ja * s02 + jb * s22)
-    c11 = jc * (jc * s11 + jd * s21) + jd * (jc * s12 + jd * s22)
-    c01 = 0.5 * (ja * (jc * s01 + jd * s02) + jb * (jc * s21 + jd * s22)
-                 + jc * (ja * s10 + jb * s12) + jd * (ja * s20 + jb * s22))  # fmt: skip
+    zeros = torch.zeros_like(z)
+    jac = torch.stack(
+        [fx * rz, zeros, -fx * tx * rz * rz, zeros, fy * rz, -fy * ty * rz * rz], dim=-1
+    ).reshape(z.shape + (2, 3))
+    cov2d = jac @ covars_c @ jac.transpose(-1, -2)  # [B, C, N, 2, 2]
     mean2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
 
+    c00 = cov2d[..., 0, 0]
+    c01 = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
+    c11 = cov2d[..., 1, 1]
     det_orig = c00 * c11 - c01 * c01
     c00 = c00 + eps2d
     c11 = c11 + eps2d

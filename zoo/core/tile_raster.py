@@ -365,7 +365,7 @@ class _Chunk:
         # log(o * exp(-sigma)) [Ta, B, P]: one 2D GEMM (several times faster on CPU than the
         # batched matmul of [Ta, B, 6] by [6, P])
         shape = coef.shape[:2] + feats.shape[1:]
-        ws = workspace or _Workspace(None)
+        ws = workspace or _Workspace(reuse=False)
         s = torch.mm(coef.reshape(-1, 6), feats, out=ws.get("s", (shape[0] * shape[1], shape[2]), dtype, feats.device))
         s = s.reshape(shape)
         # exp of values below -80 would be slow denormals (and exp(-inf) a slow path) while
@@ -444,21 +444,22 @@ class _Workspace:
     """Reusable buffers for the chunks that are not kept for the backward pass.
 
     Fresh chunk-sized tensors are page-faulted and zeroed by the OS again and again when the
-    allocator hands them back between chunks; reusing one buffer per role avoids that.
-    ``capacity`` None means no reuse (every call allocates).
+    allocator hands them back between chunks; reusing one buffer per role avoids that. A
+    buffer is sized by its first request (the first chunk of a pass is its widest) and
+    regrown when a later one needs more. ``reuse=False`` allocates on every request.
     """
 
-    def __init__(self, capacity: Optional[int]) -> None:
-        self.capacity = capacity
+    def __init__(self, reuse: bool = True) -> None:
+        self.reuse = reuse
         self.buffers: dict = {}
 
     def get(self, role: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-        numel = math.prod(shape)
-        if self.capacity is None:
+        if not self.reuse:
             return torch.empty(shape, dtype=dtype, device=device)
+        numel = math.prod(shape)
         buf = self.buffers.get(role)
-        if buf is None or buf.numel() < numel:
-            buf = torch.empty(max(numel, self.capacity), dtype=dtype, device=device)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+            buf = torch.empty(numel, dtype=dtype, device=device)
             self.buffers[role] = buf
         return buf[:numel].view(shape)
 
@@ -540,7 +541,7 @@ class RasterizePixels(torch.autograd.Function):
         T = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
         done = torch.zeros(n_tiles, n_pix, dtype=torch.bool, device=device)
         chunks: List[Tuple[Tensor, int, int, Tensor, Tensor, Optional[_Chunk]]] = []
-        workspace = _Workspace(min(budget + n_pix * 64, 1 << 24))
+        workspace = _Workspace()
         for tiles in _tile_groups(plan, n_pix, budget):
             pos = 0
             while tiles.numel() > 0:
@@ -572,7 +573,6 @@ class RasterizePixels(torch.autograd.Function):
         ctx.chunks = chunks
         ctx.T_final = T
         ctx.absgrad = absgrad
-        ctx.budget = budget
         ctx.save_for_backward(means2d, conics, colors, opacities)
         return out, alpha
 
@@ -594,7 +594,7 @@ class RasterizePixels(torch.autograd.Function):
 
         # gradients in the layout of _pack_attributes (+ |d means2d| per pixel for absgrad)
         grads = torch.zeros(n_attr, 6 + d + (2 if ctx.absgrad else 0), dtype=dtype, device=device)
-        workspace = _Workspace(min(ctx.budget + plan.tile_size**2 * 64, 1 << 24))
+        workspace = _Workspace()
         for tiles, pos, width, T0, done0, ch in reversed(ctx.chunks):
             if ch is None:
                 ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0, workspace)
