@@ -27,6 +27,40 @@ def main(argv: list[str] | None = None) -> int:
     return run_app("eval", argv, run)
 
 
+def apply_method_changes(model, changes) -> dict:
+    """Apply `+method.KEY=VALUE` scoring-time changes to a loaded model's method config (e.g.
+    NoPo-Avatar's test-time pose alignment, `+method.pose_align.enabled=true`); every dotted key must
+    exist in the checkpoint's config. Returns the applied changes as {dotted key: value}."""
+    from omegaconf import OmegaConf
+
+    from zoo.config import ConfigError
+
+    plain = OmegaConf.to_container(changes, resolve=True) if OmegaConf.is_config(changes) else dict(changes)
+    plain.pop("_name", None)
+    flat: dict = {}
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                walk(dotted, value)
+            else:
+                flat[dotted] = value
+
+    walk("", plain)
+    for dotted, value in flat.items():
+        node = model.cfg
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            if not OmegaConf.is_dict(node) or part not in node:
+                where = ".".join(["method"] + parts[:i])
+                valid = ", ".join(sorted(map(str, node.keys()))) if OmegaConf.is_dict(node) else "(a value)"
+                raise ConfigError(f"method.{dotted}: the checkpoint's {where} has no {part!r}; valid keys: {valid}")
+            node = node[part]
+        OmegaConf.update(model.cfg, dotted, value, merge=False)
+    return flat
+
+
 def run(cfg) -> int:
     """Score one composed config (one Hydra job); returns the exit code."""
     from omegaconf import OmegaConf
@@ -47,6 +81,7 @@ def run(cfg) -> int:
             if not cfg.out_dir:
                 cfg.out_dir = f"runs/eval_{cfg.checkpoint}"
         model = checkpoints.load(cfg.ckpt_path, cfg.body_models)
+        changed = apply_method_changes(model, cfg.get("method") or {})
         data_cfg = cfg.data if cfg.get("data") else OmegaConf.create(model.data_info.get("data") or {})
         if not data_cfg:
             raise ConfigError("the checkpoint records no data section: pass data=<format> data.root=...")
@@ -73,7 +108,7 @@ def run(cfg) -> int:
     runner.write_json_atomic(out_dir / "metrics.json", {
         "method": model.method_name, "checkpoint": str(cfg.checkpoint or ckpt), "subject": model.data_info.get("subject"),
         "protocol": model.protocol.as_dict(), "metrics": model.test_results,
-        "baseline": {"method": base_method, "metrics": baseline},
+        "baseline": {"method": base_method, "metrics": baseline}, "method_changes": changed,
     })
     print(f"metrics: {out_dir / 'metrics.json'}")
     return 0

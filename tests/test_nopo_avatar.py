@@ -303,6 +303,16 @@ def test_train_then_eval_on_held_out_subjects(multi, body_models_root, tmp_path)
     scores = json.loads((out / "metrics.json").read_text())["metrics"]
     assert set(scores) == {"test_view", "test_pose"} and all(0 < v["psnr_crop"] < 60 for v in scores.values())
     assert any((out / "test_view" / dm.subjects[-1]).glob("*.png"))
+    # test-time pose alignment from eval.py: a scoring-time change of the checkpoint's method config
+    aligned = tmp_path / "eval_aligned"
+    assert eval_script.main([f"ckpt_path={ckpt}", f"out_dir={aligned}", "+method.pose_align.enabled=true",
+                             "+method.pose_align.steps=2", "save_images=false"]) == 0
+    record = json.loads((aligned / "metrics.json").read_text())
+    assert record["method_changes"] == {"pose_align.enabled": True, "pose_align.steps": 2}
+    assert set(record["metrics"]) == {"test_view", "test_pose"}
+    assert record["metrics"]["test_view"]["psnr"] != scores["test_view"]["psnr"]  # the poses moved
+    assert eval_script.main([f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'bad'}", "+method.pose_align.stepz=2"]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_animate_the_shipped_avatar(tmp_path, capsys, monkeypatch):
