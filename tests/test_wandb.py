@@ -30,6 +30,8 @@ def _records(path: Path):
         if length == 0 and kind == 0:  # zero padding up to the block end
             pos += left
             continue
+        if pos + 7 + length > len(raw):  # a record still being written
+            return
         data = raw[pos + 7:pos + 7 + length]
         pos += 7 + length
         chunks = data if kind in (1, 2) else chunks + data
@@ -44,10 +46,17 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def _read_run(folder: Path):
-    """(run record, config items, history rows, summary) of the one offline run under `folder`."""
+def _read_run(folder: Path, wait_s: float = 30.0):
+    """(run record, config items, history rows, summary) of the one offline run under `folder`, once
+    its writer has closed it (an `exit` record: wandb's service writes the file asynchronously)."""
+    import time
+
     runs = sorted(folder.rglob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, f"expected one offline run under {folder}, found {runs}"
+    deadline = time.monotonic() + wait_s
+    while not any(r.WhichOneof("record_type") == "exit" for r in _records(runs[0])):
+        assert time.monotonic() < deadline, f"{runs[0]} was never closed"
+        time.sleep(0.2)
     run, config, history, summary = None, {}, [], {}
     for record in _records(runs[0]):
         kind = record.WhichOneof("record_type")
