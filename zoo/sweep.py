@@ -263,6 +263,9 @@ def run_sweep(methods: Sequence[str], data_cfg: Mapping[str, Any], out_dir: Path
     protocol, subject = None, "?"
     start = time.time()
     clean_ckpt: Dict[str, Path] = {m: Path(p) for m, p in ckpts.items()}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(levels) * len(methods), desc=f"pose-noise sweep ({mode})", unit="run")
     for level in levels:
         folder = out_dir / f"level_{_level_name(level)}"
         data = copy.deepcopy(data_cfg)
@@ -270,7 +273,7 @@ def run_sweep(methods: Sequence[str], data_cfg: Mapping[str, Any], out_dir: Path
             split = "train" if mode == "train" else None
             data["poses"] = str(noisy_poses(data_cfg, level, seed, split, folder / "poses.npz", body_models))
         for m in methods:
-            print(f"[sweep] {m} at pose-noise level {level:g} ({mode})", flush=True)
+            bar.set_postfix_str(f"{m} level {level:g}")
             if mode == "train":
                 ckpt = train_once(m, data, folder / m, preset, overrides, body_models, seed)
             else:
@@ -278,11 +281,13 @@ def run_sweep(methods: Sequence[str], data_cfg: Mapping[str, Any], out_dir: Path
                     clean_ckpt[m] = train_once(m, data_cfg, out_dir / "clean" / m, preset, overrides, body_models, seed)
                 ckpt = clean_ckpt[m]
             results[m][level] = score(ckpt, data, trainer_cfg, splits, folder / m, body_models)
+            bar.update(1)
             if protocol is None:
                 from zoo import checkpoints
 
                 loaded = checkpoints.load(ckpt, body_models)
                 protocol, subject = loaded.protocol, str(loaded.data_info.get("subject", "?"))
+    bar.close()
     keys = list(protocol.primary_keys) if isinstance(protocol, EvalProtocol) else ["psnr", "ssim", "lpips"]
     columns, rows = sweep_rows(results, keys)
     for row in rows:  # one subject and protocol for every row (compare.to_markdown checks)
