@@ -315,9 +315,10 @@ def test_train_then_eval_on_held_out_subjects(multi, body_models_root, tmp_path)
     assert not (tmp_path / "bad").exists()
 
 
-def test_animate_the_shipped_avatar(tmp_path, capsys, monkeypatch):
-    """`python -m zoo animate` works for NoPo-Avatar as for the others: the shipped checkpoint's stored
-    avatar (a held-out subject, from its context views) rendered in a pose file, one PNG per frame."""
+def test_animate_and_export_the_shipped_avatar(tmp_path, capsys, monkeypatch):
+    """`python -m zoo animate` and `export` work for NoPo-Avatar as for the others: the shipped
+    checkpoint's stored avatar (a held-out subject, from its context views) rendered in a pose file,
+    one PNG per frame, and written as a PLY."""
     from PIL import Image
 
     from zoo import checkpoints
@@ -338,3 +339,15 @@ def test_animate_the_shipped_avatar(tmp_path, capsys, monkeypatch):
     assert imgs[0].shape == (48, 48, 3)
     assert all((255 * 3 - im.sum(axis=2) > 60).sum() > 40 for im in imgs)  # a person in front of the white
     assert np.abs(imgs[0] - imgs[-1]).mean() > 0.5  # the pose moves it
+    # and `python -m zoo export` writes its posed Gaussians as the standard 3DGS PLY
+    from plyfile import PlyData
+
+    ply = tmp_path / "avatar.ply"
+    assert main(["export", str(ckpt), "--out", str(ply), "--pose", str(motion), "--frame", "1"]) == 0
+    vertex = PlyData.read(str(ply))["vertex"]
+    g = checkpoints.load(ckpt).gaussians({k: v[1] for k, v in np.load(motion).items()})
+    assert vertex.count == len(g) > 1000
+    xyz = np.stack([np.asarray(vertex[c], dtype=np.float64) for c in "xyz"], 1)
+    np.testing.assert_allclose(xyz, g.means.numpy(), atol=1e-5)
+    opacity = 1 / (1 + np.exp(-np.asarray(vertex["opacity"], dtype=np.float64)))
+    np.testing.assert_allclose(opacity, g.opacities.numpy().clip(1e-6, 1 - 1e-6), atol=1e-5)
