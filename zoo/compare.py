@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["load_run", "compare_rows", "to_markdown", "to_csv", "bar_chart", "wandb_active", "wandb_run", "log_table",
            "compare", "main"]
@@ -159,6 +159,21 @@ def bar_chart(rows: Sequence[Mapping[str, Any]], path: os.PathLike | str, psnr_k
         v = base.get(split) if name == "nearest-frame baseline" else value.get((name, split))
         return float(v) if v is not None else 0.0
 
+    def draw(ax) -> None:
+        width = 0.8 / max(len(names), 1)
+        for i, name in enumerate(names):
+            ax.bar([s + i * width for s in range(len(splits))], [height(name, sp) for sp in splits], width, label=name)
+        ax.set_xticks([s + 0.4 - width / 2 for s in range(len(splits))], splits)
+
+    return save_chart(path, (2 + 1.2 * len(splits) * len(names) / 2, 4), f"{psnr_key} (dB)", draw,
+                      lambda tmp: _pil_bars(names, splits, height, psnr_key, tmp))
+
+
+def save_chart(path: os.PathLike | str, figsize: tuple, ylabel: str, draw: Callable[[Any], None],
+               pil_fallback: Callable[[Path], None]) -> str:
+    """Write a PNG chart through a temporary file: `draw(ax)` on a matplotlib axis when matplotlib is
+    installed (it is not a dependency of the zoo), else `pil_fallback(tmp_path)`. Returns the backend."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         import matplotlib
@@ -166,19 +181,16 @@ def bar_chart(rows: Sequence[Mapping[str, Any]], path: os.PathLike | str, psnr_k
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(2 + 1.2 * len(splits) * len(names) / 2, 4))
-        width = 0.8 / max(len(names), 1)
-        for i, name in enumerate(names):
-            ax.bar([s + i * width for s in range(len(splits))], [height(name, sp) for sp in splits], width, label=name)
-        ax.set_xticks([s + 0.4 - width / 2 for s in range(len(splits))], splits)
-        ax.set_ylabel(f"{psnr_key} (dB)")
+        fig, ax = plt.subplots(figsize=figsize)
+        draw(ax)
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(tmp, format="png")
         plt.close(fig)
         backend = "matplotlib"
     except ImportError:
-        _pil_bars(names, splits, height, psnr_key, tmp)
+        pil_fallback(tmp)
         backend = "PIL"
     os.replace(tmp, path)
     return backend
@@ -221,7 +233,8 @@ def _pil_bars(names: Sequence[str], splits: Sequence[str], height, label: str, o
     img.save(out, format="PNG")
 
 
-def _write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text through a temporary file and a rename (never a half-written file)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -279,8 +292,8 @@ def compare(run_dirs: Sequence[os.PathLike | str], out_dir: os.PathLike | str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, cs, png = out / "compare.md", out / "compare.csv", out / "compare.png"
-    _write(md, to_markdown(columns, rows))
-    _write(cs, to_csv(columns, rows))
+    write_text_atomic(md, to_markdown(columns, rows))
+    write_text_atomic(cs, to_csv(columns, rows))
     psnr_key = next((c for c in columns if c.startswith("psnr")), "psnr")
     backend = bar_chart(rows, png, psnr_key)
     if wandb_log:

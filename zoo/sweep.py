@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -158,28 +157,14 @@ def line_chart(rows: Sequence[Mapping[str, Any]], key: str, path: Path) -> str:
     for r in rows:
         if r.get(key) is not None:
             series.setdefault(f"{r['method']} {r['split']}", []).append((r["level"], r[key]))
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        import matplotlib
+    from zoo.compare import save_chart
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
+    def draw(ax) -> None:
         for name, pts in series.items():
             ax.plot(*zip(*sorted(pts)), marker="o", label=name, linestyle="--" if name.endswith("pose") else "-")
         ax.set_xlabel("pose-noise level (1 = hmr)")
-        ax.set_ylabel(f"{key} (dB)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        backend = "matplotlib"
-    except ImportError:
-        _pil_lines(series, key, tmp)
-        backend = "PIL"
-    os.replace(tmp, path)
-    return backend
+
+    return save_chart(path, (6, 4), f"{key} (dB)", draw, lambda tmp: _pil_lines(series, key, tmp))
 
 
 def _pil_lines(series: Mapping[str, List[tuple]], key: str, out: Path) -> None:
@@ -215,12 +200,6 @@ def _pil_lines(series: Mapping[str, List[tuple]], key: str, out: Path) -> None:
         draw.rectangle([left, ly, left + 10, ly + 10], fill=colour)
         draw.text((left + 16, ly - 1), name, fill="black", font=font)
     img.save(out, format="PNG")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run_sweep(methods: Sequence[str], data_cfg: Mapping[str, Any], out_dir: Path, levels: Sequence[float],
@@ -296,10 +275,10 @@ def run_sweep(methods: Sequence[str], data_cfg: Mapping[str, Any], out_dir: Path
     note = (f"\npose-noise sweep ({mode} mode: " + ("each method trained on the noisy training poses of each level"
             if mode == "train" else "clean-trained checkpoints scored with noisy poses") +
             f"), zoo.core.pose_noise seed {seed}, levels {levels}\n")
-    _write(md, compare.to_markdown([c for c in columns], rows) + note)
-    _write(cs, compare.to_csv(columns, rows))
+    compare.write_text_atomic(md, compare.to_markdown([c for c in columns], rows) + note)
+    compare.write_text_atomic(cs, compare.to_csv(columns, rows))
     backend = line_chart(rows, keys[0], png)
-    _write(js, json.dumps({"mode": mode, "seed": seed, "levels": levels, "methods": list(methods),
+    compare.write_text_atomic(js, json.dumps({"mode": mode, "seed": seed, "levels": levels, "methods": list(methods),
                            "protocol": protocol.as_dict() if protocol is not None else None,
                            "results": {m: {str(k): v for k, v in r.items()} for m, r in results.items()},
                            "seconds": round(time.time() - start, 1)}, indent=2))
