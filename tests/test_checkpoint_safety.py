@@ -65,3 +65,27 @@ def test_planted_pickle_is_refused_by_eval_and_animate(tiny_subject, body_models
     with pytest.raises(pickle.UnpicklingError):
         trainer.fit(model, train_dataloaders=[{}], ckpt_path=str(evil), weights_only=True)
     assert not marker.exists(), "the planted pickle ran"
+
+
+def test_planted_pickle_in_last_ckpt_is_refused_on_resume(tiny_subject, body_models_root, tmp_path, capsys):
+    """The resume path proper: ckpt_path=<run>/checkpoints/last.ckpt (no run_dir: train.py resumes into
+    <run>) with a planted pickle is refused with one line, and the run folder is left as it was."""
+    import train as train_script
+
+    run = tmp_path / "run"
+    args = ["experiment=gaussian_avatar_tiny", f"data.root={tiny_subject}", "data.synthesize=null",
+            f"body_models={body_models_root}", "logger=csv", "test_after_fit=false", "trainer.enable_progress_bar=false"]
+    assert train_script.main([*args, f"run_dir={run}"]) == 0
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    marker = tmp_path / "pwned"
+    ckpt["extra"] = _Payload(marker)
+    torch.save(ckpt, last)
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    capsys.readouterr()
+    assert train_script.main([*args, f"ckpt_path={last}"]) == 2
+    captured = capsys.readouterr()
+    assert "refusing to load" in captured.err and "last.ckpt" in captured.err and "Traceback" not in captured.err
+    assert "resuming" not in captured.out
+    assert not marker.exists(), "the planted pickle ran"
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before, "the refused resume changed the run"

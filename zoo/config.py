@@ -121,6 +121,23 @@ def prepare(overrides: Sequence[str], multirun: bool = False) -> List[str]:
     return out
 
 
+def resume_run_dir(overrides: Sequence[str]) -> List[str]:
+    """Overrides with the run folder of a resumed run: `ckpt_path=<run>/checkpoints/<name>.ckpt`
+    without a run_dir resumes into `<run>` (`hydra.run.dir=<run>`: no new folder, nothing of the
+    old one removed). A checkpoint elsewhere, or an explicit run_dir, is left as it is."""
+    keys = {text.split("=", 1)[0].lstrip("+~") for text in overrides if "=" in text}
+    if "hydra.run.dir" in keys:
+        return list(overrides)
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.lstrip("+") != "ckpt_path" or value in ("", "null", "None"):
+            continue
+        ckpt = Path(value.strip("'\"")).expanduser()
+        if ckpt.parent.name == "checkpoints" and ckpt.parent.parent.is_dir():
+            return list(overrides) + [f"hydra.run.dir={ckpt.parent.parent}"]
+    return list(overrides)
+
+
 def _jobs_to_check(overrides: Sequence[str]) -> List[List[str]]:
     """Override lists that together compose every value of every sweep once (not the whole product)."""
     base, sweeps = [], []
@@ -353,6 +370,8 @@ def run_app(config_name: str, argv: Sequence[str], task: Callable[[DictConfig], 
         if args.resolve and not (args.cfg or args.help):
             raise ConfigError("--resolve goes with --cfg (e.g. --cfg job --resolve) or --help")
         args.overrides = prepare(args.overrides, multirun=bool(args.multirun))
+        if config_name == "train" and not args.multirun:
+            args.overrides = resume_run_dir(args.overrides)
         if not (args.help or args.hydra_help or args.shell_completion):
             for job_overrides in _jobs_to_check(args.overrides):
                 checked = _compose_checked(config_name, job_overrides)

@@ -71,15 +71,16 @@ def resolve_body_models(body_models: Optional[str], data_cfg: Mapping[str, Any])
     return None
 
 
-def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = None):
+def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = None, seed: int = 0):
     """AvatarDataModule for a data config section (format, root, options, loader settings); a section
-    with `multi_subject` gets the multi-subject datamodule of feed-forward methods (zoo.data.multi_subject)."""
+    with `multi_subject` gets the multi-subject datamodule of feed-forward methods (zoo.data.multi_subject).
+    `seed` (the run's seed) fixes the training order of every epoch (a resumed run sees the same batches)."""
     from zoo.data.datamodule import AvatarDataModule
 
     if data_cfg.get("multi_subject"):
         from zoo.data.multi_subject import build_multi_subject
 
-        return build_multi_subject(data_cfg, body_models)
+        return build_multi_subject(data_cfg, body_models, seed=seed)
     root = resolve_data_root(data_cfg)
     options = dict(data_cfg.get("options") or {})
     if body_models and "body_models" not in options and data_cfg.get("format") in ("zju_mocap", "neuman"):
@@ -98,7 +99,8 @@ def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = N
         train_ids = {int(base.records[i].frame_id) for i in base.splits["train"]}
         sequence = PoseOverrideSequence(base, str(poses), require=sorted(train_ids))
         return AvatarDataModule(parser=sequence, batch_size=int(data_cfg.get("batch_size", 1)),
-                                num_workers=int(data_cfg.get("num_workers", 0)), cache=data_cfg.get("cache", "auto"))
+                                num_workers=int(data_cfg.get("num_workers", 0)), cache=data_cfg.get("cache", "auto"),
+                                seed=int(seed))
     dm = AvatarDataModule(
         parser=str(data_cfg["format"]),
         root=str(root),
@@ -106,6 +108,7 @@ def build_datamodule(data_cfg: Mapping[str, Any], body_models: Optional[str] = N
         batch_size=int(data_cfg.get("batch_size", 1)),
         num_workers=int(data_cfg.get("num_workers", 0)),
         cache=data_cfg.get("cache", "auto"),
+        seed=int(seed),
     )
     return dm
 
@@ -253,6 +256,47 @@ def headline_summary_callback():
     return HeadlineSummary()
 
 
+def step_seed_callback(seed: int):
+    """A Lightning callback that seeds python, numpy and torch at the start of every training batch
+    from ``(seed, global step, rank)``: what a step draws (random backgrounds, densification
+    choices, dropout) depends on nothing but the step, so a run resumed from a checkpoint takes the
+    very steps an uninterrupted run takes (bitwise on CPU), and DDP ranks draw differently."""
+    import random
+
+    from lightning.pytorch.callbacks import Callback
+
+    class StepSeed(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(trainer.global_step), int(trainer.global_rank)])
+            value = int(mixed.generate_state(1, dtype=np.uint64)[0] >> 1)
+            random.seed(value)
+            np.random.seed(value % 2**32)
+            torch.manual_seed(value)
+
+    return StepSeed()
+
+
+def _strategy(kwargs: Dict[str, Any]) -> None:
+    """Turn ``strategy: ddp`` plus a ``ddp:`` section (DDPStrategy arguments, e.g.
+    ``broadcast_buffers``, ``find_unused_parameters``, ``process_group_backend``) into a
+    DDPStrategy; without the section the strategy stays Lightning's string."""
+    options = kwargs.pop("ddp", None)
+    if not options:
+        return
+    strategy = str(kwargs.get("strategy", "ddp"))
+    if strategy not in ("ddp", "ddp_spawn", "ddp_fork"):
+        raise ConfigError(f"trainer.ddp options need trainer.strategy ddp, ddp_spawn or ddp_fork, got {strategy!r}")
+    from lightning.pytorch.strategies import DDPStrategy
+
+    options = dict(options)
+    if strategy != "ddp":
+        options.setdefault("start_method", strategy.split("_", 1)[1])
+    try:
+        kwargs["strategy"] = DDPStrategy(**options)
+    except TypeError as err:
+        raise ConfigError(f"trainer.ddp: {err}") from None
+
+
 def build_trainer(tcfg: Mapping[str, Any], run_dir: Path, logger, callbacks: Sequence[Any] = ()):
     """A Lightning Trainer from a trainer config section.
 
@@ -263,6 +307,7 @@ def build_trainer(tcfg: Mapping[str, Any], run_dir: Path, logger, callbacks: Seq
 
     kwargs = dict(OmegaConf.to_container(tcfg, resolve=True)) if isinstance(tcfg, DictConfig) else dict(tcfg)
     kwargs.pop("_name", None)
+    _strategy(kwargs)
     callbacks = list(callbacks)
     if logger is not None:
         from lightning.pytorch.callbacks import LearningRateMonitor

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.parsers import PARSERS
+from zoo.data.sampling import eval_sampler, train_loader
 from zoo.data.schema import SPLITS, DatasetError, FrameSequence, MissingFileError, collate, evenly_spaced
 
 __all__ = ["AvatarDataModule", "FrameCache", "SplitDataset"]
@@ -314,35 +315,43 @@ class AvatarDataModule(L.LightningDataModule):
         """Whether decoded frames are cached (decided in :meth:`setup`)."""
         return self.cache is not None
 
-    def _loader(self, indices: Sequence[int], shuffle: bool) -> DataLoader:
+    def _loader(self, indices: Sequence[int]) -> DataLoader:
         if not self._is_setup:
             self.setup()
         dataset = SplitDataset(self.sequence, indices, self.cache)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # evaluation: in order, each rank of a DDP run scoring its own unpadded shard (zoo.data.sampling);
+        # its own generator, so the global RNG is not drawn from when an iterator starts
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=False,
+            sampler=eval_sampler(self, len(dataset)),
             num_workers=self.num_workers,
             collate_fn=collate,
-            generator=generator,
+            generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Loader over ``train_split`` (shuffled unless ``shuffle=False``)."""
+        """Loader over ``train_split``: the order a function of (seed, epoch) (shuffled unless
+        ``shuffle=False``), frames sharded across DDP ranks, its position saved in checkpoints so a
+        resumed run continues with the very next batch (:mod:`zoo.data.sampling`)."""
         indices = self.split_indices(self.train_split)
         if not indices:
             raise ValueError(f"split {self.train_split!r} of {self.sequence.subject!r} is empty; nothing to train on")
-        return self._loader(indices, self.shuffle)
+        if not self._is_setup:
+            self.setup()
+        return train_loader(self, SplitDataset(self.sequence, indices, self.cache), self.batch_size, self.shuffle,
+                            self.seed, num_workers=self.num_workers, collate_fn=collate,
+                            persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         """Loader over ``val_split`` in order (possibly empty)."""
-        return self._loader(self.split_indices(self.val_split), False)
+        return self._loader(self.split_indices(self.val_split))
 
     def test_dataloader(self) -> list[DataLoader]:
         """One loader per non-empty test split, named by :attr:`test_split_names`."""
-        return [self._loader(self.split_indices(name), False) for name in self.test_split_names]
+        return [self._loader(self.split_indices(name)) for name in self.test_split_names]
 
     def predict_dataloader(self) -> DataLoader:
         """Loader over ``predict_split`` (default: every item of the sequence in order)."""
@@ -350,4 +359,4 @@ class AvatarDataModule(L.LightningDataModule):
             indices = list(range(len(self.sequence)))
         else:
             indices = self.split_indices(self.predict_split)
-        return self._loader(indices, False)
+        return self._loader(indices)

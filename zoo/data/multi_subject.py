@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.parsers import PARSERS
+from zoo.data.sampling import EpochSampler, ResumableLoader, dist_info, eval_sampler, trainer_progress
 from zoo.data.schema import BODY, DatasetError, FrameSequence, MissingFileError, collate, evenly_spaced
 
 __all__ = ["MultiSubjectDataModule", "discover_subjects", "collate_items", "crop_views", "SPLITS"]
@@ -270,12 +271,23 @@ class _ItemDataset(Dataset):
         dm = self.dm
         if self.specs is not None:
             s, ctx, targets, group = self.specs[j]
-        else:
+        else:  # j = rank * length + item (_SubjectShardSampler): the item's subject is one of the rank's
+            rank, j = divmod(int(j), self.length)
+            pool = dm.rank_subjects(rank)
             rng = np.random.default_rng([dm.seed, int(j), int(dm.epoch_counter[0])])
-            s = dm.train_subjects[int(rng.integers(len(dm.train_subjects)))]
+            s = pool[int(rng.integers(len(pool)))]
             ctx, targets = dm.sample_train_item(s, rng)
             group = 1_000_000 + int(j)
         return dm.make_rows(s, ctx, targets, group, noisy=self.split in dm.noise_splits)
+
+
+class _SubjectShardSampler(EpochSampler):
+    """The training items of one rank (an :class:`EpochSampler` over the epoch's items), offset by
+    ``rank * items``: the dataset draws each item's subject among that rank's subjects only."""
+
+    def __iter__(self) -> Iterator[int]:
+        offset = self.rank * len(self.dataset)
+        return iter([i + offset for i in super().__iter__()])
 
 
 class MultiSubjectDataModule(L.LightningDataModule):
@@ -345,6 +357,7 @@ class MultiSubjectDataModule(L.LightningDataModule):
         self.epoch_counter = torch.zeros(1, dtype=torch.long).share_memory_()
         self._subjects: Optional[List[_Subject]] = None
         self.val_split, self.test_splits = "val", ("test_view", "test_pose")
+        self.train_world = 1  # DDP ranks of the training loader (train_dataloader sets it)
 
     # -- subjects and splits --------------------------------------------------------------------
 
@@ -526,20 +539,37 @@ class MultiSubjectDataModule(L.LightningDataModule):
                 for i in range(len(sub.seq)):
                     sub.frame(i)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_items, generator=generator, persistent_workers=self.num_workers > 0)
+    def rank_subjects(self, rank: int) -> List[int]:
+        """The training subjects rank ``rank`` of ``train_world`` draws its items from: every
+        ``train_world``-th one (disjoint across ranks; all of them with one process)."""
+        self._build()
+        return self.train_subjects[int(rank)::max(int(self.train_world), 1)]
 
     def train_dataloader(self) -> DataLoader:
+        """Items of an epoch in an order fixed by (seed, epoch), resumable mid-epoch; under DDP each
+        rank trains on its own subjects (:meth:`rank_subjects`), see :mod:`zoo.data.sampling`."""
         self._build()
         self.epoch_counter += 1
-        return self._loader(_ItemDataset(self, "train", length=self.items_per_epoch), True, self.batch_size)
+        world, rank = dist_info(self.trainer)
+        if world > len(self.train_subjects):
+            raise DatasetError(f"{world} DDP ranks need at least {world} training subjects to shard (each rank trains "
+                               f"on its own); the data has {len(self.train_subjects)}")
+        self.train_world = world
+        dataset = _ItemDataset(self, "train", length=self.items_per_epoch)
+        sampler = _SubjectShardSampler(len(dataset), num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return ResumableLoader(dataset, sampler, progress=trainer_progress(self) if self.trainer is not None else None,
+                               batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_items,
+                               generator=torch.Generator().manual_seed(self.seed),
+                               persistent_workers=self.num_workers > 0)
 
     def _eval_loader(self, name: str) -> DataLoader:
         self._build()
-        return self._loader(_ItemDataset(self, name, specs=self._specs[name]), False,
-                            self.batch_size * self.num_target)
+        dataset = _ItemDataset(self, name, specs=self._specs[name])
+        # in order; under DDP each rank scores its own unpadded shard of the rows
+        return DataLoader(dataset, batch_size=self.batch_size * self.num_target, shuffle=False,
+                          sampler=eval_sampler(self, len(dataset)), num_workers=self.num_workers,
+                          collate_fn=collate_items, generator=torch.Generator().manual_seed(self.seed),
+                          persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -620,11 +650,12 @@ class MultiSubjectDataModule(L.LightningDataModule):
         return out
 
 
-def build_multi_subject(data_cfg: Mapping[str, Any], body_models: Optional[str] = None) -> MultiSubjectDataModule:
+def build_multi_subject(data_cfg: Mapping[str, Any], body_models: Optional[str] = None,
+                        seed: Optional[int] = None) -> MultiSubjectDataModule:
     """A :class:`MultiSubjectDataModule` from a data config section (configs/data/synthetic_multi.yaml):
     ``format``, ``root`` or ``roots``, ``synthesize`` (write synthetic subjects into ``root`` first),
     ``options`` (parser options), ``multi_subject`` (this module's arguments), ``batch_size``,
-    ``num_workers``."""
+    ``num_workers``; ``seed``: the run's seed (``multi_subject.seed`` wins)."""
     from omegaconf import DictConfig, OmegaConf
 
     def plain(x: Any) -> Any:
@@ -640,6 +671,8 @@ def build_multi_subject(data_cfg: Mapping[str, Any], body_models: Optional[str] 
 
         ensure_synthetic(Path(str(root)).expanduser(), progress=True, **dict(synth))
     options = dict(cfg.get("multi_subject") or {})
+    if seed is not None and "seed" not in options:  # the run's seed, unless the data section fixes its own
+        options["seed"] = int(seed)
     allowed = set(MultiSubjectDataModule.__init__.__code__.co_varnames[1:MultiSubjectDataModule.__init__.__code__.co_argcount])
     misplaced = {"format", "root", "roots", "parser_options", "batch_size", "num_workers"}
     bad = sorted((set(options) - allowed) | (set(options) & misplaced))
