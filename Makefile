@@ -32,7 +32,7 @@ test-slow: weights
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: weights
-	$(PY) bench/bench_render.py
+	$(PY) bench/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
