@@ -37,9 +37,10 @@ def dist_info(trainer: Any = None) -> Tuple[int, int]:
 class EpochSampler(DistributedSampler):
     """A rank's share of a permutation drawn from ``(seed, epoch)``; resumable mid-epoch.
 
-    The order of every epoch is ``torch.randperm(size)`` under a generator seeded with
-    ``seed + epoch`` (``DistributedSampler``'s own recipe), padded to a multiple of the number of
-    ranks, rank ``r`` taking positions ``r, r + W, ...``. ``skip(n)`` drops the first ``n``
+    Several ranks: the order of every epoch is ``torch.randperm(size)`` under a generator seeded
+    with ``seed + epoch`` (``DistributedSampler``'s own recipe), padded to a multiple of the number
+    of ranks, rank ``r`` taking positions ``r, r + W, ...``. One process: the order a shuffled,
+    seeded DataLoader gives (see ``_single``). ``skip(n)`` drops the first ``n``
     indices of the next iteration only (a resumed epoch continues where the saved one stopped).
 
     Args:
@@ -59,8 +60,23 @@ class EpochSampler(DistributedSampler):
         """Leave out the first ``n`` indices of the next iteration."""
         self._skip = max(int(n), 0)
 
+    def _single(self) -> list:
+        """One process: the order a shuffled DataLoader with a generator seeded ``seed`` gives in
+        its ``epoch``-th pass (each pass draws the workers' base seed, a permutation and RandomSampler's empty tail), replayed
+        from the seed, so a single-process run trains in the very order it always did."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return list(range(n))
+        g = torch.Generator().manual_seed(int(self.seed))
+        for _ in range(int(self.epoch)):  # each earlier pass: base seed, permutation, RandomSampler's tail
+            torch.empty((), dtype=torch.int64).random_(generator=g)
+            torch.randperm(n, generator=g)
+            torch.randperm(n, generator=g)
+        torch.empty((), dtype=torch.int64).random_(generator=g)
+        return torch.randperm(n, generator=g).tolist()
+
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
+        indices = self._single() if self.num_replicas == 1 else list(super().__iter__())
         skip, self._skip = self._skip, 0
         return iter(indices[skip:])
 

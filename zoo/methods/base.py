@@ -30,7 +30,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.core.losses import LPIPSLoss
-from zoo.core.metrics import EvalProtocol, MetricAccumulator, evaluate_images
+from zoo.core.metrics import EvalProtocol, evaluate_images
+from zoo.methods.common import SyncedMeans
 
 BODY_POSE_KEYS = ("global_orient", "body_pose", "transl", "jaw_pose", "leye_pose", "reye_pose",
                   "left_hand_pose", "right_hand_pose", "expression")
@@ -102,8 +103,9 @@ class AvatarModule(L.LightningModule):
         # frozen networks (nothing in the state dict); built now so missing weights fail early
         self.lpips = LPIPSLoss(net=str(self.cfg.get("lpips_net", "alex")))
         self.lpips_metric = LPIPSLoss(net=self.protocol.lpips_net)
-        self._val_acc = MetricAccumulator()
-        self._test_accs: Dict[str, MetricAccumulator] = {}
+        # validation / test means: torchmetrics MeanMetrics reduced across DDP ranks (SyncedMeans)
+        self._val_acc = SyncedMeans()
+        self._test_accs: Dict[str, SyncedMeans] = {}
         self.test_results: Dict[str, Dict[str, float]] = {}
         self.test_split_names: Sequence[str] = tuple(self.data_info.get("test_splits", ("test",)))
         self.image_dir: Optional[Path] = None
@@ -219,13 +221,14 @@ class AvatarModule(L.LightningModule):
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
         with torch.no_grad():
             _, scores, pred = self._evaluate(batch)
-        self._val_acc.update(scores, n=int(pred.shape[0]))
+        self._val_acc.update(scores, n=int(pred.shape[0]), device=self.device)
         if batch_idx == 0:
             self.log_images("val", batch, pred)
 
     def on_validation_epoch_end(self) -> None:
+        # reduced over every rank already (each item counted once): logged as it is
         for key, value in self._val_acc.compute().items():
-            self.log(f"val/{key}", value, prog_bar=key in ("psnr", "psnr_crop"))
+            self.log(f"val/{key}", value, prog_bar=key in ("psnr", "psnr_crop"), sync_dist=True)  # equal on every rank
         self._val_acc.reset()
 
     def test_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -233,18 +236,32 @@ class AvatarModule(L.LightningModule):
         split = names[dataloader_idx] if dataloader_idx < len(names) else f"test{dataloader_idx}"
         with torch.no_grad():
             _, scores, pred = self._evaluate(batch)
-        self._test_accs.setdefault(split, MetricAccumulator()).update(scores, n=int(pred.shape[0]))
+        self.test_metrics(split).update(scores, n=int(pred.shape[0]), device=self.device)
         if self.image_dir is not None:
             self.save_images(self.image_dir / split, batch, pred)
         elif batch_idx == 0:
             self.log_images(split, batch, pred)
 
+    def test_metrics(self, split: str) -> SyncedMeans:
+        """The accumulator of one test split's metric values (reduced over DDP ranks)."""
+        return self._test_accs.setdefault(split, SyncedMeans())
+
     def on_test_epoch_end(self) -> None:
-        for split, acc in self._test_accs.items():
+        splits = list(self._test_accs)
+        if self._ranks() > 1:  # every rank computes every split any rank scored, in one order (collectives)
+            import torch.distributed as dist
+
+            gathered: List[Any] = [None] * self._ranks()
+            dist.all_gather_object(gathered, splits)
+            order = list(self.test_split_names)
+            splits = sorted(set().union(*map(set, gathered)),
+                            key=lambda name: (order.index(name) if name in order else len(order), name))
+        for split in splits:
+            acc = self.test_metrics(split)
             values = acc.compute()
             self.test_results[split] = values
             for key, value in values.items():
-                self.log(f"{split}/{key}", value, add_dataloader_idx=False)
+                self.log(f"{split}/{key}", value, add_dataloader_idx=False, sync_dist=True)  # equal on every rank
         self._test_accs = {}
 
     # ------------------------------------------------------------------ optimisation
@@ -288,11 +305,40 @@ class AvatarModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [make(own, sch) for own, sch in extras])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def _sparse_params(self) -> List[torch.nn.Parameter]:
+        return [p for g in self.param_groups() if g.get("sparse") for p in g["params"] if p.requires_grad]
+
+    def setup(self, stage: str) -> None:
+        """Under DDP the sparse per-frame embeddings stay out of DDP's reducer (it cannot reduce a
+        sparse gradient a step leaves undefined); `on_after_backward` averages them across ranks."""
+        trainer = self._trainer
+        if trainer is None or int(trainer.world_size) <= 1:
+            return
+        sparse = {id(p) for p in self._sparse_params()}
+        names = [n for n, p in self.named_parameters() if id(p) in sparse]
+        if names:
+            from torch.nn.parallel import DistributedDataParallel
+
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
+
+    def _reduce_sparse_grads(self) -> None:
+        """DDP: average the sparse embedding gradients over the ranks (as dense tables; the rows
+        some rank touched stay in the sparse gradient SparseAdam steps)."""
+        import torch.distributed as dist
+
+        world = self._ranks()
+        for p in self._sparse_params():
+            dense = p.grad.to_dense() if p.grad is not None else torch.zeros_like(p)
+            dist.all_reduce(dense)
+            p.grad = (dense / world).to_sparse(sparse_dim=1)
+
     def on_after_backward(self) -> None:
         """Check the gradients, then step the sparse per-frame optimizer (if any).
 
         A non-finite gradient anywhere skips the whole step: every gradient is dropped (Adam leaves
         parameters without a gradient untouched), so nothing non-finite reaches the parameters."""
+        if getattr(self, "_sparse_optimizer", None) is not None and self._ranks() > 1:
+            self._reduce_sparse_grads()
         named = [(n, p) for n, p in self.named_parameters() if p.grad is not None]
         bad = [n for n, p in named
                if not torch.isfinite(p.grad.coalesce().values() if p.grad.is_sparse else p.grad).all()]
@@ -318,8 +364,14 @@ class AvatarModule(L.LightningModule):
         self._pending_sparse_state = checkpoint.get("sparse_optimizer")
 
     # ------------------------------------------------------------------ images
+    def _ranks(self) -> int:
+        trainer = self._trainer
+        return int(trainer.world_size) if trainer is not None else 1
+
     def log_images(self, tag: str, batch: Dict[str, Any], pred: torch.Tensor) -> None:
-        """Log render | ground truth | error for the first frames to the logger (and to disk)."""
+        """Log render | ground truth | error for the first frames to the logger (and to disk; DDP: rank 0)."""
+        if self._trainer is not None and not self._trainer.is_global_zero:
+            return
         gt = composite(batch["image"], batch["mask"], self.background_color(training=False))
         n = min(self.max_logged_images, pred.shape[0])
         if n == 0:

@@ -73,3 +73,56 @@ def render_views(gaussians_of: Callable[[int], Gaussians], cameras: Cameras, bac
         "alpha": torch.cat([o.alpha for o in outs]).permute(0, 3, 1, 2),
         "depth": torch.cat([o.depth for o in outs]).permute(0, 3, 1, 2),
     }
+
+
+class SyncedMeans:
+    """Frame-weighted means of an epoch's metric values, one torchmetrics ``MeanMetric`` per key,
+    reduced across DDP ranks when computed: the numbers equal a single process's on the same items.
+
+    The interface of :class:`zoo.core.metrics.MetricAccumulator` (``update(values, n)``,
+    ``compute()``, ``reset()``). Under DDP every rank must call `compute` (it is a collective); the
+    ranks first agree on the keys, so a rank that scored no item still takes part. The states are
+    float64, on the device of the values' module (NCCL reduces only GPU tensors).
+    """
+
+    def __init__(self) -> None:
+        self.metrics: Dict[str, Any] = {}
+
+    def _metric(self, key: str, device: Optional[torch.device] = None):
+        metric = self.metrics.get(key)
+        if metric is None:
+            from torchmetrics import MeanMetric
+
+            metric = MeanMetric(nan_strategy="disable").set_dtype(torch.float64)  # NaN stays NaN
+            self.metrics[key] = metric.to(device) if device is not None else metric
+        return metric
+
+    def update(self, values: Mapping[str, Any], n: int = 1, device: Optional[torch.device] = None) -> None:
+        """Add one batch: each value is the mean over its ``n`` frames (a float or a 0-d tensor)."""
+        for key, value in values.items():
+            metric = self._metric(key, device)
+            value = torch.as_tensor(value.detach() if torch.is_tensor(value) else value, dtype=torch.float64)
+            metric.update(value.reshape(()).to(metric.device), weight=float(n))
+
+    def compute(self) -> Dict[str, float]:
+        """The means over every rank's frames (NaN for a key no frame has)."""
+        import warnings
+
+        import torch.distributed as dist
+
+        keys = set(self.metrics)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, sorted(keys))
+            keys = set().union(*map(set, gathered))
+        device = next((m.device for m in self.metrics.values()), None)
+        out: Dict[str, float] = {}
+        with warnings.catch_warnings():  # a rank without items: "compute before update" is expected
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+            for key in sorted(keys):
+                out[key] = float(self._metric(key, device).compute())
+        return out
+
+    def reset(self) -> None:
+        """Forget every value (the keys too)."""
+        self.metrics = {}
