@@ -59,7 +59,7 @@ def run(cfg) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    if resumed is not None:
+    if resumed is not None and chief:
         print(f"resuming {run_dir} from step {int(resumed.get('global_step') or 0)} ({cfg.ckpt_path})", flush=True)
     # model selection only on held-out validation items (never a test split); without any, the last
     # checkpoint is the one scored, and metrics.json says so
