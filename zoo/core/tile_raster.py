@@ -327,7 +327,6 @@ class _Chunk:
         width: int,
         T0: Tensor,
         done0: Tensor,
-        workspace: Optional["_Workspace"] = None,
     ) -> None:
         dtype = attrs.dtype
         count = plan.tile_count[tiles]
@@ -365,9 +364,7 @@ class _Chunk:
         # log(o * exp(-sigma)) [Ta, B, P]: one 2D GEMM (several times faster on CPU than the
         # batched matmul of [Ta, B, 6] by [6, P])
         shape = coef.shape[:2] + feats.shape[1:]
-        ws = workspace or _Workspace(reuse=False)
-        s = torch.mm(coef.reshape(-1, 6), feats, out=ws.get("s", (shape[0] * shape[1], shape[2]), dtype, feats.device))
-        s = s.reshape(shape)
+        s = torch.mm(coef.reshape(-1, 6), feats).reshape(shape)
         # exp of values below -80 would be slow denormals (and exp(-inf) a slow path) while
         # alpha is far below 1/255 anyway; skip alpha < 1/255 (threshold keeps x > t, so t
         # is the float just below 1/255), then clamp at 0.999.
@@ -380,7 +377,7 @@ class _Chunk:
             alpha.clamp_max_(MAX_ALPHA)
         self.alpha = alpha
         T0e = T0 * (~done0).to(dtype)
-        ta = ws.get("ta", (alpha.shape[0], alpha.shape[1] + 1, alpha.shape[2]), dtype, alpha.device)
+        ta = torch.empty((alpha.shape[0], alpha.shape[1] + 1, alpha.shape[2]), dtype=dtype, device=alpha.device)
         ta[:, 0] = T0e
         torch.sub(1.0, alpha, out=ta[:, 1:])
         self.T_all = _scan_(ta, torch.Tensor.mul_, torch.cumprod)  # T before each Gaussian, then after the last
@@ -389,7 +386,7 @@ class _Chunk:
         last = tcum[:, -1]
         # pixels that reach the stop in this chunk (done ones have T0e = 0 and weigh 0 anyway)
         self.stops = bool(((last <= TRANSMITTANCE_STOP) & ~done0).any())
-        w = torch.mul(alpha, self.T_all[:, :-1], out=ws.get("w", alpha.shape, dtype, alpha.device))  # alpha_i T_before_i
+        w = alpha * self.T_all[:, :-1]  # alpha_i * T_before_i
         if self.stops:
             # T after each Gaussian is <= 1e-4 from the one that stops the pixel on
             # (exclusive); T only decreases, so this zeroes a suffix. The 0/1 mask
@@ -439,30 +436,6 @@ _CLAMP_FREE = 1.0 - 1e-3
 # transmittance floor in the backward pass: below the stop, so only non-contributing pairs
 # (weight 0) see it; it keeps rest / T finite there
 _T_FLOOR = 0.1 * TRANSMITTANCE_STOP
-
-class _Workspace:
-    """Reusable buffers for the chunks that are not kept for the backward pass.
-
-    Fresh chunk-sized tensors are page-faulted and zeroed by the OS again and again when the
-    allocator hands them back between chunks; reusing one buffer per role avoids that. A
-    buffer is sized by its first request (the first chunk of a pass is its widest) and
-    regrown when a later one needs more. ``reuse=False`` allocates on every request.
-    """
-
-    def __init__(self, reuse: bool = True) -> None:
-        self.reuse = reuse
-        self.buffers: dict = {}
-
-    def get(self, role: str, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-        if not self.reuse:
-            return torch.empty(shape, dtype=dtype, device=device)
-        numel = math.prod(shape)
-        buf = self.buffers.get(role)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
-            buf = torch.empty(numel, dtype=dtype, device=device)
-            self.buffers[role] = buf
-        return buf[:numel].view(shape)
-
 
 # smallest opacity fed to log() for padding slots (normal numbers of each dtype)
 _TINY = {torch.float32: 1e-30, torch.float64: 1e-300, torch.float16: 1e-4, torch.bfloat16: 1e-30}
@@ -541,7 +514,6 @@ class RasterizePixels(torch.autograd.Function):
         T = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
         done = torch.zeros(n_tiles, n_pix, dtype=torch.bool, device=device)
         chunks: List[Tuple[Tensor, int, int, Tensor, Tensor, Optional[_Chunk]]] = []
-        workspace = _Workspace()
         for tiles in _tile_groups(plan, n_pix, budget):
             pos = 0
             while tiles.numel() > 0:
@@ -550,7 +522,7 @@ class RasterizePixels(torch.autograd.Function):
                 T0, done0 = T[tiles], done[tiles]
                 pairs = tiles.numel() * width * n_pix
                 keep = pairs <= keep_left
-                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0, None if keep else workspace)
+                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
                 comp = torch.bmm(ch.colors1.transpose(1, 2), ch.weights)  # [Ta, D + 1, P]
                 acc.index_add_(0, tiles, comp)
                 T1, done1 = ch.end_state(comp[:, -1])
@@ -594,10 +566,9 @@ class RasterizePixels(torch.autograd.Function):
 
         # gradients in the layout of _pack_attributes (+ |d means2d| per pixel for absgrad)
         grads = torch.zeros(n_attr, 6 + d + (2 if ctx.absgrad else 0), dtype=dtype, device=device)
-        workspace = _Workspace()
         for tiles, pos, width, T0, done0, ch in reversed(ctx.chunks):
             if ch is None:
-                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0, workspace)
+                ch = _Chunk(attrs, plan, feats, tiles, pos, width, T0, done0)
             gid = ch.gid.reshape(-1)
             Gt = G[tiles]  # [Ta, D, P]
             w = ch.weights
