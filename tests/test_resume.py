@@ -43,13 +43,15 @@ def test_killed_run_resumes_bitwise(tiny_subject, body_models_root, tmp_path):
     reference = _train([*common, "logger=csv", f"trainer.max_steps={K}", f"run_dir={full}"], cwd)
     # the victim would train far past K (method.max_steps pins every schedule to the K-step run); it is
     # killed as soon as its first last.ckpt is on disk, well before step K
-    proc = _train([*common, "logger=wandb", "trainer.max_steps=100000", f"run_dir={victim}"], cwd)
+    # its own process group: the kill takes wandb's service process with it, as a killed job's would
+    proc = _train([*common, "logger=wandb", "trainer.max_steps=100000", f"run_dir={victim}"], cwd,
+                  start_new_session=True)
     last = victim / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and (_step_of(last) or 0) < EVERY:
         time.sleep(0.01)
     assert proc.poll() is None, f"the victim ended before it was killed:\n{proc.communicate()[0][-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     saved = _step_of(last)
