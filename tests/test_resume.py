@@ -20,6 +20,10 @@ EVERY = 3  # checkpoints/last.ckpt every 3 steps
 
 def _train(args, cwd: Path, **popen):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="offline", WANDB_SILENT="true")
+    # each run its own wandb service: a WANDB_SERVICE token left in this process's environment by an
+    # earlier in-process test would make the children share its service, where the killed victim's
+    # stream stays open and the resumed run's id is refused as "in use"
+    env.pop("WANDB_SERVICE", None)
     cmd = [sys.executable, str(REPO / "train.py"), *args]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **popen)
