@@ -243,9 +243,34 @@ def _compose_checked(config_name: str, overrides: List[str]) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return _hydra_compose(config_name, overrides)
+        cfg = _hydra_compose(config_name, overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(_explain(err, config_name, overrides)) from None
+    _check_value_types(cfg, config_name, overrides)
+    return cfg
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_value_types(cfg: DictConfig, config_name: str, overrides: List[str]) -> None:
+    """`key=text` where the config's own value for that key is a number or a boolean is refused here,
+    naming the key (not later by int() deep inside a run, after the data was prepared)."""
+    for override in overrides:
+        if "=" not in override or override.startswith(("+", "~")) or override.split("=", 1)[0] in GROUPS:
+            continue
+        key = _key_of(override)
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if not isinstance(value, str):
+            continue
+        try:
+            base = _hydra_compose(config_name, [o for o in overrides if _key_of(o) != key])
+        except Exception:  # noqa: BLE001 - the other overrides alone fail: composition reports that
+            continue
+        default = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+        want = next((name for kind, name in _TYPE_NAMES.items() if type(default) is kind), None)
+        if want is not None:
+            raise ConfigError(f"{key}={value}: expected {want} (its default is {default!r})")
 
 
 def _finish(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> DictConfig:

@@ -38,6 +38,7 @@ import contextlib
 import io
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -73,6 +74,7 @@ DOWNLOAD_URLS = {"smpl": "https://smpl.is.tue.mpg.de", "smplx": "https://smpl-x.
 _PREFIX = {"smpl": "SMPL", "smplx": "SMPLX"}
 _EXTS = {"smpl": (".pkl", ".npz"), "smplx": (".npz", ".pkl")}
 _NUM_JOINTS = {"smpl": 24, "smplx": 55}
+_NUM_VERTICES = {"smpl": 6890, "smplx": 10475}  # smplx hard-codes landmark ids for these
 _NUM_BODY_JOINTS = {"smpl": 23, "smplx": 21}
 _SMPL_JOINT_NAMES = [
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -199,11 +201,10 @@ def canonical_body_pose(kind: str, model_type: str = "smpl") -> Tensor:
 
 def _not_found(model_type: str, gender: str, looked: List[Any], where: str) -> FileNotFoundError:
     stem = f"{_PREFIX[model_type]}_{gender.upper()}"
-    listed = "\n  ".join(str(p) for p in looked)
-    return FileNotFoundError(
-        f"{model_type.upper()} body model file {stem}{'|'.join(_EXTS[model_type])} not found ({where}).\n"
-        f"Looked for:\n  {listed}\n"
-        f"Download it from {DOWNLOAD_URLS[model_type]} (registration required) and put it at "
+    listed = ", ".join(str(p) for p in looked)
+    return FileNotFoundError(  # one line: the command line prints it as its one `error:` line
+        f"{model_type.upper()} body model file {stem}{'|'.join(_EXTS[model_type])} not found ({where}); "
+        f"looked for {listed}. Download it from {DOWNLOAD_URLS[model_type]} (registration required) and put it at "
         f"<folder>/{model_type}/{stem}{_EXTS[model_type][0]}, then set {ENV_VAR}=<folder> or pass "
         f"model_path=. For tests and demos, `python -m zoo.synthetic.body --out <folder>` "
         f"writes procedural stand-ins."
@@ -252,6 +253,19 @@ def find_model_file(model_type: str, model_path: Union[str, os.PathLike, None] =
     raise _not_found(model_type, gender, looked, where)
 
 
+def _check_vertex_count(model: nn.Module, model_type: str, path: Path) -> None:
+    """Every per-vertex array of a loaded model has the model type's vertex count (smplx hard-codes
+    landmark vertex ids, so another count fails later in an index error far from the file)."""
+    want = _NUM_VERTICES[model_type]
+    arrays = {"v_template": model.v_template.shape[0], "shapedirs": model.shapedirs.shape[0],
+              "posedirs": model.posedirs.shape[1] // 3, "weights": model.lbs_weights.shape[0],
+              "J_regressor": model.J_regressor.shape[1]}
+    for key, n in arrays.items():
+        if int(n) != want:
+            raise ValueError(f"{path}: '{key}' has {int(n)} vertices; expected {want} for a {model_type.upper()} "
+                             f"model (v_template, shapedirs, posedirs, weights and J_regressor must agree)")
+
+
 class _ChumpyStandIn:
     """Receives a pickled chumpy object so original SMPL ``.pkl`` files load without chumpy."""
 
@@ -284,8 +298,11 @@ def _plain(value: Any, key: str, path: Path) -> Any:
 def _load_raw(path: Path) -> Dict[str, Any]:
     """All entries of a model file (``.pkl`` with or without chumpy, or ``.npz``)."""
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=True) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=True) as data:
+                return {k: data[k] for k in data.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot read body model archive ({exc}); expected a complete .npz") from None
     with open(path, "rb") as fh:
         try:
             raw = _ModelUnpickler(fh, encoding="latin1").load()
@@ -401,14 +418,16 @@ class BodyModel(nn.Module):
                 f"{self.model_file}: loading needs module '{exc.name}'; for chumpy-based SMPL-X .pkl files "
                 "use the .npz version of the model"
             ) from exc
-        except (KeyError, AttributeError, IndexError, pickle.UnpicklingError, OSError, RuntimeError) as exc:
-            raise ValueError(f"{self.model_file}: not a readable {model_type.upper()} model file ({exc!r})") from exc
+        except (KeyError, AttributeError, IndexError, pickle.UnpicklingError, OSError, RuntimeError,
+                zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{self.model_file}: not a readable {model_type.upper()} model file ({exc!r})") from None
         J = int(model.J_regressor.shape[0])
         if J != _NUM_JOINTS[model_type]:
             raise ValueError(
                 f"{self.model_file}: has {J} joints but a {model_type.upper()} model has "
                 f"{_NUM_JOINTS[model_type]} - wrong model_type?"
             )
+        _check_vertex_count(model, model_type, self.model_file)
         # Keep the model arrays out of state_dict (licensed, large, rebuilt from the file).
         for module in model.modules():
             for name, buf in list(module.named_buffers(recurse=False)):

@@ -33,6 +33,26 @@ __all__ = ["AvatarDataModule", "FrameCache", "SplitDataset"]
 DEFAULT_CACHE_BUDGET = 2 * 1024**3
 
 
+def _header_size(path: Path) -> tuple[int, int]:
+    """(H, W) of a mask file read from its header (an image, or an ``.npy`` array [H, W(, C)])."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise MissingFileError(f"{path}: missing mask file")
+    try:
+        if path.suffix.lower() == ".npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            if len(shape) not in (2, 3):
+                raise ValueError(f"array of shape {shape}")
+            return int(shape[0]), int(shape[1])
+        with Image.open(path) as im:
+            size = (im.size[1], im.size[0])
+            im.verify()
+        return size
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read the mask ({exc}); expected an [H, W] mask file") from None
+
+
 class FrameCache:
     """Decoded frames of a sequence kept in memory, filled on first access.
 
@@ -291,10 +311,17 @@ class AvatarDataModule(L.LightningDataModule):
                     raise MissingFileError(f"{path}: missing image file")
                 try:
                     with Image.open(path) as im:
+                        size = (im.size[1], im.size[0])
                         im.verify()
                 except (OSError, ValueError, SyntaxError) as exc:
                     raise DatasetError(f"{path}: cannot read the image ({exc}); expected a complete image file") \
                         from None
+                mask_files = getattr(seq, "mask_files", None)
+                for mask in mask_files(rec) if mask_files is not None else []:
+                    mask_size = _header_size(mask)
+                    if mask_size != size:
+                        raise DatasetError(f"{mask}: mask is {mask_size[0]}x{mask_size[1]} (HxW), expected the size of "
+                                           f"its image {path.name}, {size[0]}x{size[1]}")
 
     def _estimate_bytes(self, indices: Sequence[int]) -> int:
         seq = self.sequence

@@ -685,6 +685,12 @@ class FrameSequence(abc.ABC):
         (h, w), _ = self._geometry(native)
         return h, w
 
+    def mask_files(self, record: FrameRecord) -> list[Path]:
+        """The mask / segmentation files decoded with a record's image (each must have the image's
+        size); checked by the datamodule's up-front validation. Default: ``paths["mask"]`` or
+        ``paths["seg"]``; a parser that finds its masks otherwise overrides this."""
+        return [Path(record.paths[k]) for k in ("mask", "seg") if isinstance(record.paths.get(k), (str, Path))]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if isinstance(i, (np.integer,)):
             i = int(i)

@@ -98,6 +98,12 @@ def _npz(path: Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:
     missing = [k for k in keys if k not in out]
     if missing:
         raise DatasetError(f"{path}: missing keys {missing}; expected {what}")
+    for key in keys:
+        arr = out[key]
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            rows = np.argwhere(~np.isfinite(arr.reshape(arr.shape[0] if arr.ndim > 1 else 1, -1)).any(axis=1))
+            raise DatasetError(f"{path}: '{key}' has non-finite values in row(s) {rows[:5].ravel().tolist()}; "
+                               f"expected finite numbers ({what})")
     return out
 
 

@@ -570,14 +570,20 @@ class ZJUMoCap(FrameSequence):
             found = [p for p in candidates if p.is_file()]
         return found, candidates
 
-    def _read(self, record: FrameRecord) -> NativeFrame:
+    def mask_files(self, record: FrameRecord) -> list[Path]:
+        """The mask files OR-ed for a record's image (missing: one error naming the candidates)."""
         image_path: Path = record.paths["image"]
-        image = read_image_rgb(image_path)
         found, candidates = self._mask_paths(image_path)
         if not found:
             raise MissingFileError(
                 f"{image_path}: no mask found; expected {' or '.join(str(p) for p in candidates)}"
             )
+        return found
+
+    def _read(self, record: FrameRecord) -> NativeFrame:
+        image_path: Path = record.paths["image"]
+        image = read_image_rgb(image_path)
+        found = self.mask_files(record)
         mask = np.zeros(image.shape[:2], dtype=bool)
         for mp in found:
             m = read_mask_png(mp)
