@@ -101,6 +101,8 @@ def run(cfg) -> int:
     model.image_dir = out_dir if cfg.save_images else None
     trainer = runner.build_trainer(cfg.trainer, out_dir, None)
     trainer.test(model, datamodule=dm, verbose=False)
+    if not trainer.is_global_zero:  # DDP: the metrics are reduced on every rank; rank 0 reports and writes
+        return 0
     baseline = runner.baseline_scores(dm, list(model.test_results), model.data_info.get("body_models"),
                                       model.protocol.as_dict()) if cfg.baseline else {}
     base_label, base_method = runner.baseline_kind(dm)

@@ -41,6 +41,15 @@ def test_two_process_training_and_synced_test_metrics(tiny_subject, body_models_
                      "save_images=false"], tmp_path)
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
     assert set(one) == set(two["metrics"]) == {"test_view", "test_pose"}
+    # eval.py itself under trainer=ddp: 2 ranks score shards; rank 0 alone prints and writes metrics.json
+    out = _run("eval.py", [f"ckpt_path={ckpt}", f"out_dir={tmp_path / 'two'}", f"body_models={body_models_root}",
+                           "save_images=false", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], tmp_path)
+    assert out.count("metrics: ") == 1
+    two_eval = json.loads((tmp_path / "two" / "metrics.json").read_text())["metrics"]
+    assert two_eval.keys() == one.keys()
+    for split, values in one.items():
+        for key, value in values.items():
+            assert two_eval[split][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (split, key)
     for split, values in one.items():
         assert set(values) == set(two["metrics"][split])
         for key, value in values.items():

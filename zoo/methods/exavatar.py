@@ -627,10 +627,10 @@ class ExAvatar(AvatarModule):
             fitted = self.fit_pose(local, bg.clone())
             with torch.no_grad():
                 pred = self.render_params(fitted, local, bg.clone(), both=False)["rgb"].clamp(0, 1)
-        from zoo.core.metrics import MetricAccumulator, evaluate_images
+        from zoo.core.metrics import evaluate_images
 
         with torch.no_grad():
             scores = evaluate_images(pred, batch["image"], batch["mask"], self.protocol, lpips=self.lpips_metric)
-        self._test_accs.setdefault(split, MetricAccumulator()).update(scores, n=int(pred.shape[0]))
+        self.test_metrics(split).update(scores, n=int(pred.shape[0]), device=self.device)  # reduced over DDP ranks
         if self.image_dir is not None:
             self.save_images(self.image_dir / split, batch, pred)
