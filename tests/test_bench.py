@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmarks: bench/render.py --quick prints its ratio table, and bench/bench_train.py
+"""Smoke tests of the benchmarks: bench/render.py --quick prints its ratio table, and bench/train.py
 trains a tiny preset and reads the bar / time-to-clear from the run's files."""
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench_train():
-    """bench/bench_train.py as a module (loaded by path: bench/ stays off sys.path)."""
+    """bench/train.py as a module (loaded by path: bench/ stays off sys.path)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_train_under_test", ROOT / "bench" / "bench_train.py")
+    spec = importlib.util.spec_from_file_location("bench_train_under_test", ROOT / "bench" / "train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,7 +84,7 @@ def test_train_bench_bar_and_time_to_clear(tmp_path):
 
 def test_train_bench_runs_a_tiny_preset(tmp_path, tiny_subject, body_models_root):
     out = tmp_path / "bench"
-    cmd = [sys.executable, str(ROOT / "bench" / "bench_train.py"), "--methods", "gaussian_avatar", "--preset", "tiny",
+    cmd = [sys.executable, str(ROOT / "bench" / "train.py"), "--methods", "gaussian_avatar", "--preset", "tiny",
            "--steps", "2", "--device", "cpu", "--out", str(out), "--json", str(tmp_path / "rows.json"), "--",
            f"data.root={tiny_subject}", "data.synthesize=null", f"body_models={body_models_root}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_exavatar_beats_the_nearest_frame_baseline(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.append(str(ROOT / "bench"))  # after the root: bench/train.py must not shadow train.py
     from bench_exavatar import run
 
     result = run(steps=1000, out=tmp_path / "run", data_root=tmp_path / "data", fit_steps=5)

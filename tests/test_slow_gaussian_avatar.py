@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_gaussian_avatar_beats_the_baseline_and_clears_the_novel_pose_bar(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.append(str(ROOT / "bench"))  # after the root: bench/train.py must not shadow train.py
     from bench_gaussian_avatar import report, run
 
     result = run(steps=2000, out=tmp_path / "run", data_root=tmp_path / "data")

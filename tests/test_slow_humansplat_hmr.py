@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_refinement_cuts_the_pose_error_and_beats_frozen_noisy_poses(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.append(str(ROOT / "bench"))  # after the root: bench/train.py must not shadow train.py
     from bench_humansplat_hmr import report, run
 
     result = run(steps=1500, out=tmp_path / "runs", level="hmr", data_root=tmp_path / "data")

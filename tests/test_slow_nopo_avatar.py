@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_beats_the_mean_colour_template_and_drops_less_under_pose_noise(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.append(str(ROOT / "bench"))  # after the root: bench/train.py must not shadow train.py
     from bench_nopo_avatar import report, run
 
     result = run(steps=6000, out=tmp_path / "runs", data_root=tmp_path / "data", ga_steps=800)

@@ -23,7 +23,7 @@ prune every Gaussian).
 
 Runs on CPU; with CUDA present each method trains with ``trainer=gpu``. Run:
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_train.py [--methods gaussian_avatar gs_avatar] [--steps 200]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/train.py [--methods gaussian_avatar gs_avatar] [--steps 200]
         [--out runs/bench_train] [--device auto|cpu|cuda] [--json results.json]
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def worker(method: str, steps: int, out: Path, device: str, extra: Sequence[str]
     start = time.time()
     code = train_script.main(_train_args(method, steps, out, device, extra, preset))
     if code != 0:
-        print(f"bench/bench_train.py: {method}: train.py exited with {code}", file=sys.stderr)
+        print(f"bench/train.py: {method}: train.py exited with {code}", file=sys.stderr)
         return code
     result = json.loads((out / "metrics.json").read_text())
     result["wall_seconds"] = round(time.time() - start, 1)
@@ -170,7 +170,7 @@ def run_method(method: str, steps: int, out: Path, device: str, extra: Sequence[
            "--", *extra]
     proc = subprocess.run(cmd, cwd=str(ROOT), env=dict(os.environ))
     if proc.returncode != 0 or not result_file.exists():
-        print(f"bench/bench_train.py: {method} failed (exit {proc.returncode}); see the output above", file=sys.stderr)
+        print(f"bench/train.py: {method} failed (exit {proc.returncode}); see the output above", file=sys.stderr)
         return {"method": method, "failed": f"exit {proc.returncode}"}
     return summarize(method, json.loads(result_file.read_text()), run_dir)
 
@@ -205,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"== {method}: {args.steps} steps on {device}", flush=True)
         rows.append(run_method(method, args.steps, out, device, args.extra, args.preset))
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    print(f"\nbench/bench_train.py: {args.steps} steps per method, presets <method>_{args.preset}, device {device}, "
+    print(f"\nbench/train.py: {args.steps} steps per method, presets <method>_{args.preset}, device {device}, "
           f"OMP_NUM_THREADS={threads}")
     print(format_table(rows))
     if args.json:
