@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))  # the sibling benches
+sys.path.insert(0, str(ROOT))  # ahead of bench/: `import train` is the root's train.py, not bench/train.py
 
 
 def run(steps: int, out: Path, data_root: Path | None = None, extra: list[str] | None = None) -> dict:

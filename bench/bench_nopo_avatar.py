@@ -9,17 +9,21 @@ pose it uses (training and target), both also with exact poses. Prints every spl
 baseline, the drops, seconds per step and wall times.
 
     .venv/bin/python bench/bench_nopo_avatar.py [--steps 6000] [--ga-steps 800] [--out runs/bench_nopo]
+    .venv/bin/python bench/bench_nopo_avatar.py --nopo-ckpt checkpoints/nopo_avatar.synthetic_multi_s0.ckpt
+        (score a trained NoPo-Avatar instead of training one; GaussianAvatar is still trained)
 
 GaussianAvatar's run: `gaussian_avatar_synthetic` on the first held-out subject's folder, trained on
 cameras 0-2 of its 6 motion frames (test_view: camera 3 on those frames; test_pose: cameras 0-3 on
 its 2 held-out frames), `stage1_steps` half the run. The same runs back tests/test_slow_nopo_avatar.py.
 
-Reading the drops (6000 steps, measured: NoPo-Avatar 4.97 dB, GaussianAvatar 3.03 dB): this
-comparison does not favour the pose-free method. GaussianAvatar's test_view frames are its own
-training frames, seen from a new camera with the very noisy pose it was fitted to, so on that split
-the noise is self-consistent and only blurs the avatar; NoPo-Avatar builds its avatar from pixels
-alone (no pose read, so no input-pose noise at all) and is then posed by the noisy target pose, a
-pure misalignment. Test-time pose alignment (--align-steps, the official 400) is the method's own
+Two GaussianAvatar drops are measured. The headline one is the issue's protocol, the same as
+NoPo-Avatar's: noise on the target poses only (the clean-trained GaussianAvatar scored with every
+frame's pose noised: each rendered frame is posed by a noisy pose, a pure misalignment, as for
+NoPo-Avatar, whose avatar comes from pixels alone). The second trains GaussianAvatar on the noisy
+poses as well (HMR poses in the capture itself); its test_view frames are then its own training
+frames in the very noisy pose it was fitted to, so the noise there is self-consistent and only blurs
+the avatar: that drop is smaller (measured at 6000 NoPo steps: NoPo-Avatar 4.97 dB, GaussianAvatar
+trained on noisy poses 3.03 dB) and is not the comparison the question asks for. Test-time pose alignment (--align-steps, the official 400) is the method's own
 answer to a noisy target pose; it sees the target pixels, so its rows are labelled apart.
 """
 from __future__ import annotations
@@ -32,8 +36,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))  # the sibling benches
+sys.path.insert(0, str(ROOT))  # ahead of bench/: `import train` is the root's train.py, not bench/train.py
 
 NOISE = {"level": "hmr", "seed": 0}
 
@@ -98,9 +102,41 @@ def _ga_run(subject_dir: Path, steps: int, out: Path, pose_file: Optional[Path],
     return run_preset("gaussian_avatar_synthetic", steps, out, subject_dir, extra)
 
 
+def _given_nopo(ckpt: Path) -> tuple:
+    """A trained NoPo-Avatar checkpoint as train_nopo's result (no training time) and its data config
+    (the synthetic subjects written first when the checkpoint's data section synthesizes them)."""
+    from zoo import runner
+
+    model = runner.load_module(ckpt)
+    data = json.loads(json.dumps(model.data_info["data"]))
+    runner.resolve_data_root(data)
+    scored = score_checkpoint(ckpt, None)
+    nopo = {"checkpoint": str(ckpt), "steps": int(model.step), "fit_seconds": None,
+            "wall_seconds": None, "model_selection": f"given checkpoint {ckpt}", "metrics": scored["metrics"],
+            "baseline": {"metrics": scored["baseline"]}}
+    return nopo, data
+
+
+def ga_target_noise(ga_clean: Dict[str, Any], pose_file: Path, out: Path) -> Dict[str, Any]:
+    """The clean-trained GaussianAvatar scored with every frame's pose replaced by the noisy one (noise
+    on the target poses only, NoPo-Avatar's protocol), on the splits and data of its own run."""
+    import yaml
+
+    from zoo.sweep import score
+
+    run_dir = Path(ga_clean["checkpoint"]).parent.parent
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
+    data["poses"] = str(pose_file)
+    trainer = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
+    start = time.time()
+    metrics = score(Path(ga_clean["checkpoint"]), data, trainer, list(ga_clean["metrics"]), out)
+    return {"metrics": metrics, "seconds": round(time.time() - start, 1)}
+
+
 def run(steps: int, out: Path, data_root: Optional[Path] = None, ga_steps: int = 800, align_steps: int = 0,
-        extra: Optional[list] = None) -> Dict[str, Any]:
-    """Train NoPo-Avatar, score it clean / noisy (/ aligned), train GaussianAvatar clean / noisy."""
+        extra: Optional[list] = None, nopo_ckpt: Optional[Path] = None) -> Dict[str, Any]:
+    """Train NoPo-Avatar (or take `nopo_ckpt`), score it clean / noisy (/ aligned), train GaussianAvatar
+    clean / noisy and score the clean one with noisy target poses."""
     import yaml
 
     from zoo.data.parsers import PARSERS
@@ -110,13 +146,16 @@ def run(steps: int, out: Path, data_root: Optional[Path] = None, ga_steps: int =
     args = list(extra or [])
     if data_root is not None:
         args.append(f"data.root={data_root}")
-    nopo = train_nopo(steps, out / "nopo", args)
+    if nopo_ckpt is not None:
+        nopo, data_cfg = _given_nopo(Path(nopo_ckpt))
+    else:
+        nopo = train_nopo(steps, out / "nopo", args)
+        data_cfg = yaml.safe_load((out / "nopo" / "config.yaml").read_text())["data"]
     ckpt = Path(nopo["checkpoint"])
-    run_cfg = yaml.safe_load((out / "nopo" / "config.yaml").read_text())
-    root = Path(run_cfg["data"]["root"])
+    root = Path(data_cfg["root"])
     manifest = json.loads((root / "synthetic.json").read_text())
     names = manifest["paths"]
-    held = names[len(names) - int(run_cfg["data"]["multi_subject"]["test_subjects"]):]
+    held = names[len(names) - int(data_cfg["multi_subject"]["test_subjects"]):]
     k = names.index(held[0])
     subject_dir = root / held[0]
     body_models = manifest["body_models"]
@@ -130,10 +169,12 @@ def run(steps: int, out: Path, data_root: Optional[Path] = None, ga_steps: int =
         result["noisy_aligned"] = score_checkpoint(ckpt, NOISE, align_steps)
     result["ga_clean"] = _ga_run(subject_dir, ga_steps, out / "ga_clean", None, body_models)
     result["ga_noisy"] = _ga_run(subject_dir, ga_steps, out / "ga_noisy", pose_file, body_models)
-    # both drops on the same held-out subject, the same noise draw
+    result["ga_target_noisy"] = ga_target_noise(result["ga_clean"], pose_file, out / "ga_target_noisy")
+    # every drop on the same held-out subject, the same noise draw
     result["drops"] = {
         "nopo": _crop(result["subject_clean"]["metrics"]) - _crop(result["subject_noisy"]["metrics"]),
-        "gaussian_avatar": _crop(result["ga_clean"]["metrics"]) - _crop(result["ga_noisy"]["metrics"]),
+        "gaussian_avatar": _crop(result["ga_clean"]["metrics"]) - _crop(result["ga_target_noisy"]["metrics"]),
+        "gaussian_avatar_noisy_training": _crop(result["ga_clean"]["metrics"]) - _crop(result["ga_noisy"]["metrics"]),
     }
     return result
 
@@ -146,9 +187,12 @@ def _line(name: str, v: Dict[str, float]) -> str:
 def report(result: Dict[str, Any]) -> None:
     """Print every split beside its baseline, the noise drops and the timings."""
     nopo = result["nopo"]
-    per_step = nopo["fit_seconds"] / max(nopo["steps"], 1)
-    print(f"NoPo-Avatar, synthetic 64x64, {nopo['steps']} steps, fit {nopo['fit_seconds']} s ({per_step:.3f} s/step), "
-          f"total {nopo['wall_seconds']} s; selection: {nopo.get('model_selection')}")
+    if nopo["fit_seconds"] is None:
+        print(f"NoPo-Avatar, synthetic 64x64, {nopo['model_selection']} (step {nopo['steps']}; not trained here)")
+    else:
+        per_step = nopo["fit_seconds"] / max(nopo["steps"], 1)
+        print(f"NoPo-Avatar, synthetic 64x64, {nopo['steps']} steps, fit {nopo['fit_seconds']} s ({per_step:.3f} s/step), "
+              f"total {nopo['wall_seconds']} s; selection: {nopo.get('model_selection')}")
     base = nopo.get("baseline", {}).get("metrics", {})
     for split, v in nopo["metrics"].items():
         print(f"  {split} (held-out subjects {', '.join(result['noisy']['subjects'])})")
@@ -163,13 +207,15 @@ def report(result: Dict[str, Any]) -> None:
           f"{ga_n['fit_seconds']} s)")
     for split, v in ga_c["metrics"].items():
         print(_line(f"{split} exact", v))
-        print(_line(f"{split} noisy", ga_n["metrics"][split]))
+        print(_line(f"{split} noisy target", result["ga_target_noisy"]["metrics"][split]))
+        print(_line(f"{split} noisy train+target", ga_n["metrics"][split]))
     sc, sn = result["subject_clean"]["metrics"], result["subject_noisy"]["metrics"]
     print(f"  NoPo-Avatar on {result['ga_subject']} alone: exact {_crop(sc):.2f} / noisy {_crop(sn):.2f} dB crop "
           f"(mean over {', '.join(sc)})")
     d = result["drops"]
-    print(f"  crop-PSNR drop from pose noise ({NOISE['level']}) on {result['ga_subject']}: NoPo-Avatar {d['nopo']:.2f} dB, "
-          f"GaussianAvatar {d['gaussian_avatar']:.2f} dB")
+    print(f"  crop-PSNR drop from pose noise ({NOISE['level']}) on the target poses, {result['ga_subject']}: "
+          f"NoPo-Avatar {d['nopo']:.2f} dB, GaussianAvatar {d['gaussian_avatar']:.2f} dB "
+          f"(GaussianAvatar trained on the noisy poses too: {d['gaussian_avatar_noisy_training']:.2f} dB)")
 
 
 def main() -> None:
@@ -179,9 +225,10 @@ def main() -> None:
     parser.add_argument("--align-steps", type=int, default=0, help="also score with test-time pose alignment (steps)")
     parser.add_argument("--out", default="runs/bench_nopo_avatar", help="run folder")
     parser.add_argument("--data-root", default=None, help="multi-subject dataset folder (default: the preset's)")
+    parser.add_argument("--nopo-ckpt", default=None, help="score this NoPo-Avatar checkpoint instead of training one")
     args = parser.parse_args()
     result = run(args.steps, Path(args.out), Path(args.data_root) if args.data_root else None, args.ga_steps,
-                 args.align_steps)
+                 args.align_steps, nopo_ckpt=Path(args.nopo_ckpt) if args.nopo_ckpt else None)
     report(result)
     (Path(args.out) / "bench.json").write_text(json.dumps(result, indent=1, default=str))
 

@@ -94,3 +94,15 @@ def test_train_bench_runs_a_tiny_preset(tmp_path, tiny_subject, body_models_root
     assert row["steps"] == 2 and row["s_per_step"] > 0 and row["peak_rss_mib"] > 50
     assert set(row["bar"]) == {"test_view"} and row["bar"]["test_view"] == pytest.approx(row["baseline_crop"]["test_view"] + 2.0)
     assert (out / "gaussian_avatar" / "metrics.json").exists()
+
+
+def test_bench_scripts_import_the_root_train_py():
+    """Run as scripts (bench/ first on sys.path) or imported by the slow tests (bench/ appended), every
+    bench module leaves `import train` meaning the repository's train.py, never bench/train.py."""
+    for script in sorted((ROOT / "bench").glob("bench_*.py")):
+        probe = (f"import sys, importlib.util; sys.path.insert(0, 'bench'); import {script.stem}; "
+                 "print(importlib.util.find_spec('train').origin)")
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert Path(proc.stdout.strip().splitlines()[-1]) == ROOT / "train.py", script.name
