@@ -52,9 +52,9 @@ def score_checkpoint(ckpt: Path, noise: Optional[Dict[str, Any]] = None, align_s
     """Score a NoPo-Avatar checkpoint on its held-out subjects (or only `subject`), optionally with
     noised target poses and / or test-time pose alignment; returns the metrics and the baseline on
     the same rows."""
-    from zoo import runner
+    from zoo import checkpoints, runner
 
-    model = runner.load_module(ckpt)
+    model = checkpoints.load(ckpt)  # the recorded body models, else the ones its data resolves to
     data = json.loads(json.dumps(model.data_info["data"]))
     data["multi_subject"] = dict(data.get("multi_subject") or {}, target_pose_noise=noise)
     if subject is not None:
@@ -107,11 +107,11 @@ def _given_nopo(ckpt: Path) -> tuple:
     (the synthetic subjects written first when the checkpoint's data section synthesizes them)."""
     from zoo import runner
 
-    model = runner.load_module(ckpt)
-    data = json.loads(json.dumps(model.data_info["data"]))
+    stored = runner.read_checkpoint(ckpt)
+    data = json.loads(json.dumps(stored["hyper_parameters"]["data_info"]["data"]))
     runner.resolve_data_root(data)
     scored = score_checkpoint(ckpt, None)
-    nopo = {"checkpoint": str(ckpt), "steps": int(model.step), "fit_seconds": None,
+    nopo = {"checkpoint": str(ckpt), "steps": int(stored.get("global_step") or 0), "fit_seconds": None,
             "wall_seconds": None, "model_selection": f"given checkpoint {ckpt}", "metrics": scored["metrics"],
             "baseline": {"metrics": scored["baseline"]}}
     return nopo, data
