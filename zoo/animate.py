@@ -19,6 +19,7 @@ and renamed when complete, so an error or an interrupt leaves no half-written ou
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -173,10 +174,8 @@ class FrameSink:
     def abort(self) -> None:
         """Drop what was written (the previous output, if any, stays)."""
         if self._writer is not None:
-            try:
+            with contextlib.suppress(Exception):  # a half-written file: deleted below anyway
                 self._writer.close()
-            except Exception:  # noqa: BLE001 - the file is deleted anyway
-                pass
             self._writer = None
         if self.tmp.is_dir():
             shutil.rmtree(self.tmp, ignore_errors=True)

@@ -16,7 +16,8 @@ Conventions:
 
 Model files are licensed and supplied by the user: ``model_path`` is a file, or a folder holding
 ``smpl/SMPL_{NEUTRAL,MALE,FEMALE}.{pkl,npz}`` and ``smplx/SMPLX_*.{npz,pkl}`` (or those files
-directly); ``None`` uses the ``ZOO_BODY_MODELS`` environment variable. Tests and the demo use
+directly); ``None`` uses the ``ZOO_BODY_MODELS`` environment variable (found and read by
+:mod:`zoo.core.model_files`). Tests and the demo use
 :mod:`zoo.synthetic.body`, which writes files in the same formats.
 
 The smplx buffers are registered as non-persistent, so a module that holds a ``BodyModel`` does
@@ -50,6 +51,14 @@ from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vert
 from smplx.utils import Struct
 from torch import Tensor, nn
 
+from zoo.core.model_files import (
+    DOWNLOAD_URLS,
+    ENV_VAR,
+    check_vertex_count,
+    find_model_file,
+    load_model_arrays,
+    read_obj_uv,
+)
 from zoo.core.skinning import lbs_points, rigid_inverse
 
 __all__ = [
@@ -66,15 +75,7 @@ __all__ = [
     "canonical_body_pose",
 ]
 
-#: Environment variable naming the folder that holds ``smpl/`` and ``smplx/``.
-ENV_VAR = "ZOO_BODY_MODELS"
-#: Where each model type can be obtained (registration required).
-DOWNLOAD_URLS = {"smpl": "https://smpl.is.tue.mpg.de", "smplx": "https://smpl-x.is.tue.mpg.de"}
-
-_PREFIX = {"smpl": "SMPL", "smplx": "SMPLX"}
-_EXTS = {"smpl": (".pkl", ".npz"), "smplx": (".npz", ".pkl")}
 _NUM_JOINTS = {"smpl": 24, "smplx": 55}
-_NUM_VERTICES = {"smpl": 6890, "smplx": 10475}  # smplx hard-codes landmark ids for these
 _NUM_BODY_JOINTS = {"smpl": 23, "smplx": 21}
 _SMPL_JOINT_NAMES = [
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -199,155 +200,6 @@ def canonical_body_pose(kind: str, model_type: str = "smpl") -> Tensor:
     return pose.reshape(-1)
 
 
-def _not_found(model_type: str, gender: str, looked: List[Any], where: str) -> FileNotFoundError:
-    stem = f"{_PREFIX[model_type]}_{gender.upper()}"
-    listed = ", ".join(str(p) for p in looked)
-    return FileNotFoundError(  # one line: the command line prints it as its one `error:` line
-        f"{model_type.upper()} body model file {stem}{'|'.join(_EXTS[model_type])} not found ({where}); "
-        f"looked for {listed}. Download it from {DOWNLOAD_URLS[model_type]} (registration required) and put it at "
-        f"<folder>/{model_type}/{stem}{_EXTS[model_type][0]}, then set {ENV_VAR}=<folder> or pass "
-        f"model_path=. For tests and demos, `python -m zoo.synthetic.body --out <folder>` "
-        f"writes procedural stand-ins."
-    )
-
-
-def find_model_file(model_type: str, model_path: Union[str, os.PathLike, None] = None, gender: str = "neutral") -> Path:
-    """Locate a SMPL / SMPL-X model file.
-
-    Args:
-        model_type: ``"smpl"`` or ``"smplx"``.
-        model_path: a model file; or a folder holding ``<model_type>/<PREFIX>_<GENDER>.<ext>``
-            or ``<PREFIX>_<GENDER>.<ext>`` directly; ``None`` uses ``$ZOO_BODY_MODELS``.
-        gender: ``"neutral"``, ``"male"`` or ``"female"``.
-
-    Returns:
-        The existing file (``.pkl`` preferred for SMPL, ``.npz`` for SMPL-X).
-
-    Raises:
-        ValueError: for an unknown model type or gender.
-        FileNotFoundError: naming the file, every place looked, ``ZOO_BODY_MODELS`` and where to
-            obtain the model.
-    """
-    if model_type not in _PREFIX:
-        raise ValueError(f"model_type must be 'smpl' or 'smplx', got {model_type!r}")
-    if gender not in ("neutral", "male", "female"):
-        raise ValueError(f"gender must be 'neutral', 'male' or 'female', got {gender!r}")
-    stem = f"{_PREFIX[model_type]}_{gender.upper()}"
-    if model_path is None:
-        env = os.environ.get(ENV_VAR)
-        if not env:
-            looked = [f"${ENV_VAR}/{model_type}/{stem}{ext}" for ext in _EXTS[model_type]]
-            raise _not_found(model_type, gender, looked, f"model_path=None and {ENV_VAR} is not set")
-        root, where = Path(env), f"{ENV_VAR}={env}"
-    else:
-        root = Path(model_path)
-        where = f"model_path={model_path}; {ENV_VAR}={os.environ.get(ENV_VAR, '<unset>')}"
-        if root.is_file():
-            return root
-        if root.suffix in (".pkl", ".npz"):
-            raise _not_found(model_type, gender, [root], where)
-    looked = [d / f"{stem}{ext}" for d in (root / model_type, root) for ext in _EXTS[model_type]]
-    for cand in looked:
-        if cand.is_file():
-            return cand
-    raise _not_found(model_type, gender, looked, where)
-
-
-def _check_vertex_count(model: nn.Module, model_type: str, path: Path) -> None:
-    """Every per-vertex array of a loaded model has the model type's vertex count (smplx hard-codes
-    landmark vertex ids, so another count fails later in an index error far from the file)."""
-    want = _NUM_VERTICES[model_type]
-    arrays = {"v_template": model.v_template.shape[0], "shapedirs": model.shapedirs.shape[0],
-              "posedirs": model.posedirs.shape[1] // 3, "weights": model.lbs_weights.shape[0],
-              "J_regressor": model.J_regressor.shape[1]}
-    for key, n in arrays.items():
-        if int(n) != want:
-            raise ValueError(f"{path}: '{key}' has {int(n)} vertices; expected {want} for a {model_type.upper()} "
-                             f"model (v_template, shapedirs, posedirs, weights and J_regressor must agree)")
-
-
-class _ChumpyStandIn:
-    """Receives a pickled chumpy object so original SMPL ``.pkl`` files load without chumpy."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-class _ModelUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "chumpy":
-            return _ChumpyStandIn
-        return super().find_class(module, name)
-
-
-def _plain(value: Any, key: str, path: Path) -> Any:
-    if isinstance(value, _ChumpyStandIn):
-        state = value.state
-        if isinstance(state, dict) and "x" in state:
-            return np.asarray(state["x"])
-        raise ValueError(
-            f"{path}: '{key}' is a chumpy object this loader cannot convert; remove chumpy from the "
-            "file first (smplx's tools/clean_ch.py) or convert it to .npz"
-        )
-    return value
-
-
-def _load_raw(path: Path) -> Dict[str, Any]:
-    """All entries of a model file (``.pkl`` with or without chumpy, or ``.npz``)."""
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=True) as data:
-                return {k: data[k] for k in data.files}
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read body model archive ({exc}); expected a complete .npz") from None
-    with open(path, "rb") as fh:
-        try:
-            raw = _ModelUnpickler(fh, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot read body model pickle ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a pickled dict of arrays, got {type(raw).__name__}")
-    return {k: _plain(v, k, path) for k, v in raw.items()}
-
-
-def load_model_arrays(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Every entry of a body-model file (SMPL / SMPL-X / FLAME ``.pkl`` with or without chumpy, or
-    ``.npz``) as plain numpy arrays or Python values.
-
-    Raises:
-        ValueError: if the file cannot be read.
-    """
-    return _load_raw(Path(path))
-
-
-def _read_obj_uv(path: Path) -> Tuple[np.ndarray, np.ndarray]:
-    vt: List[Tuple[float, float]] = []
-    ft: List[Tuple[int, int, int]] = []
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            parts = line.split()
-            if not parts:
-                continue
-            if parts[0] == "vt":
-                vt.append((float(parts[1]), float(parts[2])))
-            elif parts[0] == "f":
-                idx = []
-                for tok in parts[1:]:
-                    fields = tok.split("/")
-                    if len(fields) < 2 or not fields[1]:
-                        raise ValueError(f"{path}: face '{line.strip()}' has no texture-coordinate indices")
-                    i = int(fields[1])
-                    idx.append(i - 1 if i > 0 else len(vt) + i)
-                for k in range(1, len(idx) - 1):  # fan-triangulate polygons
-                    ft.append((idx[0], idx[k], idx[k + 1]))
-    if not vt or not ft:
-        raise ValueError(f"{path}: no 'vt' / 'f' entries")
-    return np.asarray(vt, dtype=np.float32), np.asarray(ft, dtype=np.int64)
-
-
 class BodyModel(nn.Module):
     """SMPL / SMPL-X over ``smplx``, returning bone transforms and canonical poses as well.
 
@@ -399,7 +251,7 @@ class BodyModel(nn.Module):
         quiet = contextlib.redirect_stdout(io.StringIO())  # smplx prints warnings for 10-beta files
         try:
             if model_type == "smpl":
-                raw = _load_raw(self.model_file)
+                raw = load_model_arrays(self.model_file)
                 self._file_uv = (raw.get("vt"), raw.get("ft"))
                 with quiet:
                     model = smplx.SMPL(str(self.model_file), data_struct=Struct(**raw), num_betas=num_betas,
@@ -427,7 +279,7 @@ class BodyModel(nn.Module):
                 f"{self.model_file}: has {J} joints but a {model_type.upper()} model has "
                 f"{_NUM_JOINTS[model_type]} - wrong model_type?"
             )
-        _check_vertex_count(model, model_type, self.model_file)
+        check_vertex_count(model, model_type, self.model_file)
         # Keep the model arrays out of state_dict (licensed, large, rebuilt from the file).
         for module in model.modules():
             for name, buf in list(module.named_buffers(recurse=False)):
@@ -873,7 +725,7 @@ class BodyModel(nn.Module):
                         if "vt" in data.files and "ft" in data.files:
                             vt, ft = data["vt"], data["ft"]
                 else:
-                    raw = _load_raw(self.model_file)
+                    raw = load_model_arrays(self.model_file)
                     vt, ft = raw.get("vt"), raw.get("ft")
                 self._file_uv = (vt, ft)
             vt, ft = self._file_uv
@@ -889,7 +741,7 @@ class BodyModel(nn.Module):
                                 raise ValueError(f"{cand}: UV file needs keys 'vt' and 'ft', has {data.files}")
                             vt, ft = data["vt"], data["ft"]
                     else:
-                        vt, ft = _read_obj_uv(cand)
+                        vt, ft = read_obj_uv(cand)
                     break
                 else:
                     listed = "\n  ".join(str(c) for c in cands)

@@ -3,7 +3,8 @@
 Parsers need the pelvis joint ``J0`` of the shaped zero-pose body to convert between the
 EasyMocap ``Rh/Th`` convention (ZJU-MoCap, DATASETS.md §1A) or NeuMan's alignments (§3B) and the
 standard SMPL ``global_orient/transl`` convention. This module computes it from the model file
-with numpy alone, so the data layer does not depend on the body-model core.
+with numpy alone (the chumpy-tolerant unpickling is :mod:`zoo.core.model_files`', which the
+body-model core reads with too), so the data layer does not depend on smplx or the body model.
 
 Model files are looked up as ``<root>/<model_type>/<SMPL|SMPLX>_<GENDER>.{pkl,npz}`` where
 ``root`` is the ``body_models=`` option of a parser or the ``ZOO_BODY_MODELS`` environment
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from zoo.core.model_files import ModelUnpickler, unchumpy
 
 __all__ = [
     "ENV_VAR",
@@ -147,35 +150,8 @@ def find_pointer(data_root: str | os.PathLike | None) -> Path | None:
     return None
 
 
-class _ChumpyStandIn:
-    """Receives the pickled state of a chumpy object so real SMPL .pkl files load without chumpy."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def to_array(self) -> np.ndarray:
-        state = self.state
-        if isinstance(state, dict) and "x" in state:
-            return np.asarray(state["x"])
-        raise ValueError(
-            "cannot convert a chumpy object without an 'x' array; "
-            "strip chumpy from the model file (smplx's tools/clean_ch.py)"
-        )
-
-
-class _ModelUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "chumpy":
-            return _ChumpyStandIn
-        return super().find_class(module, name)
-
-
 def _to_dense(value: Any, key: str, path: Path) -> np.ndarray:
-    if isinstance(value, _ChumpyStandIn):
-        value = value.to_array()
+    value = unchumpy(value, key, path)
     if isinstance(value, np.ndarray) and value.dtype == object and value.shape == ():
         value = value.item()
     if hasattr(value, "toarray"):  # scipy.sparse matrix (SMPL's J_regressor in .pkl files)
@@ -211,7 +187,7 @@ def load_model_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     else:
         with open(path, "rb") as fh:
             try:
-                raw = _ModelUnpickler(fh, encoding="latin1").load()
+                raw = ModelUnpickler(fh, encoding="latin1").load()
             except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
                 raise ValueError(f"{path}: cannot unpickle body model ({exc})") from exc
         if not isinstance(raw, dict):
