@@ -204,6 +204,12 @@ def test_radii_and_meta_match_reference():
     assert meta["width"] == scene["width"] and meta["height"] == scene["height"] and meta["n_cameras"] == c
     assert meta["isect_offsets"].shape == (c, meta["tile_height"], meta["tile_width"])
     assert meta["flatten_ids"].numel() == int(meta["tiles_per_gauss"].sum())
+    # the intersection list is computed when read; every way of reading the dict sees it
+    _, _, lazy = rasterize(**args, backend="torch")
+    assert "isect_ids" in lazy and len(lazy) == len(meta)
+    assert set({**lazy}) == set(meta) == set(dict(lazy)) == set(lazy.keys())
+    assert torch.equal(lazy.get("isect_ids"), meta["isect_ids"])
+    assert torch.equal(dict(lazy.items())["flatten_ids"], meta["flatten_ids"])
     # culled Gaussians are zeroed like gsplat's outputs
     culled = (meta["radii"] == 0).all(-1)
     assert torch.all(meta["means2d"][culled] == 0) and torch.all(meta["depths"][culled] == 0)
@@ -428,11 +434,12 @@ def test_kept_and_recomputed_chunks_agree_with_dense(seed, monkeypatch):
 
 
 @pytest.mark.parametrize("tile_size", [4, 8, 16])
-def test_cull_plan_keeps_exactly_the_pairs_that_reach_alpha_threshold(tile_size):
-    """cull_plan's closed-form min of sigma over a tile against brute force over its pixels:
-    every (tile, Gaussian) pair with some pixel at alpha >= 1/255 is kept, and a dropped
-    pair stays below 1/255 at every pixel (the margin only keeps pairs within 0.1%)."""
-    from zoo.core.tile_raster import build_plan, cull_plan
+def test_culled_plan_keeps_exactly_the_pairs_that_reach_alpha_threshold(tile_size):
+    """The culled plan's closed-form min of sigma over a tile against brute force over its
+    pixels: every (tile, Gaussian) pair with some pixel at alpha >= 1/255 is kept, a dropped
+    pair stays below 1/255 at every pixel (the margin only keeps pairs within 0.1%), and the
+    kept pairs come in the full plan's order."""
+    from zoo.core.tile_raster import build_plan
 
     g = torch.Generator().manual_seed(tile_size)
     n, w, h = 300, 61, 45
@@ -449,8 +456,9 @@ def test_cull_plan_keeps_exactly_the_pairs_that_reach_alpha_threshold(tile_size)
     radii = torch.ceil(ext[:, None] * torch.sqrt(torch.stack([cov[:, 0, 0], cov[:, 1, 1]], -1))).long()
     depths = torch.rand(n, generator=g, dtype=torch.float64)
     plan = build_plan(means2d, radii, depths, torch.zeros(n, dtype=torch.long), 1, w, h, tile_size)
-    culled = cull_plan(plan, means2d, conics, opac)
+    culled = build_plan(means2d, radii, depths, torch.zeros(n, dtype=torch.long), 1, w, h, tile_size, conics, opac)
     assert 0 < culled.flat_ids.numel() < plan.flat_ids.numel()
+    assert torch.equal(culled.tiles_per_gauss, plan.tiles_per_gauss)
     # brute force: max alpha over each pair's tile pixels
     tile = plan.tile_ids.long()
     col, row = tile % plan.tiles_w, tile // plan.tiles_w
@@ -476,7 +484,8 @@ def test_cull_plan_keeps_exactly_the_pairs_that_reach_alpha_threshold(tile_size)
     fine = (opac[gid, None, None] * torch.exp(-(0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy))).flatten(1).max(1).values
     assert not (kept & (fine < (1 / 255) * 0.99)).any()
     assert (kept == (fine >= (1 / 255) * (1 - 1e-3)))[(fine - 1 / 255).abs() > 0.02 / 255].all()
-    # same depth order within each tile, counts consistent
+    # the full plan's order restricted to the kept pairs (tile, then depth), counts consistent
+    assert torch.equal(culled.flat_ids.long(), gid[kept]) and torch.equal(culled.tile_ids.long(), tile[kept])
     assert int(culled.tile_count.sum()) == culled.flat_ids.numel()
     assert (culled.tile_ids[1:] >= culled.tile_ids[:-1]).all()
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -61,7 +61,6 @@ from zoo.core.tile_raster import (  # noqa: F401
     RasterizePixels,
     TilePlan,
     build_plan,
-    cull_plan,
 )
 
 __all__ = [
@@ -434,15 +433,14 @@ def _rasterize_torch(
         radii_r = radii
         image_ids = image_of.reshape(-1)
 
+    # the pixel stage walks only the pairs that can reach alpha >= 1/255 in their tile (same
+    # image and gradients); the meta's gsplat intersection list is built when it is read
     plan = build_plan(
         means2d_r.detach().reshape(-1, 2), radii_r.reshape(-1, 2), depths_r.detach().reshape(-1),
-        image_ids, n_images, width, height, tile_size,
+        image_ids, n_images, width, height, tile_size, conics_r.reshape(-1, 3), opac_r.reshape(-1),
     )  # fmt: skip
-    # the pixel stage walks only the pairs that can reach alpha >= 1/255 in their tile (same
-    # image and gradients); the meta below describes gsplat's full intersection list
-    raster_plan = cull_plan(plan, means2d_r.reshape(-1, 2), conics_r.reshape(-1, 3), opac_r.reshape(-1))
     render_colors, render_alphas = RasterizePixels.apply(
-        means2d_r, conics_r, cols_r.contiguous(), opac_r, raster_plan, chunk_budget, absgrad
+        means2d_r, conics_r, cols_r.contiguous(), opac_r, plan, chunk_budget, absgrad
     )
     if backgrounds is not None and render_mode not in ("D", "ED"):
         bg = backgrounds.reshape(n_images, 1, 1, -1)
@@ -457,15 +455,85 @@ def _rasterize_torch(
     out_shape = batch + (c, height, width)
     render_colors = render_colors.reshape(out_shape + (render_colors.shape[-1],))
     render_alphas = render_alphas.reshape(out_shape + (1,))
+    def full_plan() -> TilePlan:
+        return build_plan(
+            means2d_r.detach().reshape(-1, 2), radii_r.reshape(-1, 2), depths_r.detach().reshape(-1),
+            image_ids, n_images, width, height, plan.tile_size,
+        )  # fmt: skip
+
     meta = _torch_meta(
-        plan, batch, c, n, radii_r, means2d_r, depths_r, conics_r, opac_r,
+        plan, full_plan, batch, c, n, radii_r, means2d_r, depths_r, conics_r, opac_r,
         batch_ids, camera_ids, gaussian_ids, packed,
     )  # fmt: skip
     return render_colors, render_alphas, meta
 
 
+class _LazyMeta(dict):
+    """A meta dict whose costly entries are computed when first read (then stored).
+
+    ``lazy`` maps the deferred keys to one function that returns all of them. Reading any
+    of them (``[]``, ``get``, ``items``, ``values``, iteration with lookups, ``dict(meta)``,
+    ``{**meta}``) computes them; ``in`` and ``len`` do not need to.
+    """
+
+    def __init__(self, eager: Dict[str, Any], lazy_keys: Tuple[str, ...], compute: Callable[[], Dict[str, Any]]):
+        super().__init__(eager)
+        self._lazy_keys = tuple(k for k in lazy_keys if k not in eager)
+        self._compute: Optional[Callable[[], Dict[str, Any]]] = compute
+
+    def _resolve(self) -> None:
+        if self._compute is not None:
+            compute, self._compute = self._compute, None
+            values = compute()
+            for k in self._lazy_keys:
+                dict.__setitem__(self, k, values[k])
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._lazy_keys:
+            self._resolve()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self._lazy_keys
+
+    def __iter__(self) -> Iterator[str]:
+        self._resolve()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + (len(self._lazy_keys) if self._compute is not None else 0)
+
+    def keys(self):  # type: ignore[override]
+        self._resolve()
+        return dict.keys(self)
+
+    def items(self):  # type: ignore[override]
+        self._resolve()
+        return dict.items(self)
+
+    def values(self):  # type: ignore[override]
+        self._resolve()
+        return dict.values(self)
+
+    def copy(self) -> Dict[str, Any]:  # type: ignore[override]
+        self._resolve()
+        return dict(dict.items(self))
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        self._resolve()
+        return dict.pop(self, key, *default)
+
+    def __repr__(self) -> str:
+        self._resolve()
+        return dict.__repr__(self)
+
+
 def _torch_meta(
     plan: TilePlan,
+    full_plan: Callable[[], TilePlan],
     batch: Tuple[int, ...],
     c: int,
     n: int,
@@ -479,26 +547,35 @@ def _torch_meta(
     gaussian_ids: Optional[Tensor],
     packed: bool,
 ) -> Dict[str, Any]:
-    """The meta dict in gsplat's layout (unpacked: ``[..., C, N, ...]``; packed: ``[nnz, ...]``)."""
+    """The meta dict in gsplat's layout (unpacked: ``[..., C, N, ...]``; packed: ``[nnz, ...]``).
 
-    n_tiles_img = plan.tiles_h * plan.tiles_w
-    with torch.no_grad():
-        # gsplat's 64-bit keys: image id | tile id | float32 depth bits (built in place)
-        tile_bits = int(math.floor(math.log2(max(n_tiles_img, 1)))) + 1
-        tile_local = plan.tile_ids.long()
-        isect_ids = torch.div(tile_local, n_tiles_img, rounding_mode="floor")
-        tile_local -= isect_ids * n_tiles_img
-        isect_ids <<= 32 + tile_bits
-        tile_local <<= 32
-        isect_ids |= tile_local
-        del tile_local
-        depth_bits = depths.detach().reshape(-1)[plan.flat_ids].float().view(torch.int32).long()
-        depth_bits &= 0xFFFFFFFF
-        isect_ids |= depth_bits
-        del depth_bits
-        isect_offsets = plan.tile_start.to(torch.int32).reshape(batch + (c, plan.tiles_h, plan.tiles_w))
+    ``plan`` is the culled plan the pixel stage walked; gsplat's full intersection list
+    (``isect_ids``, ``flatten_ids``, ``isect_offsets``) comes from ``full_plan()``, called
+    only when one of those entries is read (training and densification never read them).
+    """
+
+    def intersections() -> Dict[str, Any]:
+        full = full_plan()
+        n_tiles_img = full.tiles_h * full.tiles_w
+        with torch.no_grad():
+            # gsplat's 64-bit keys: image id | tile id | float32 depth bits (built in place)
+            tile_bits = int(math.floor(math.log2(max(n_tiles_img, 1)))) + 1
+            tile_local = full.tile_ids.long()
+            isect_ids = torch.div(tile_local, n_tiles_img, rounding_mode="floor")
+            tile_local -= isect_ids * n_tiles_img
+            isect_ids <<= 32 + tile_bits
+            tile_local <<= 32
+            isect_ids |= tile_local
+            del tile_local
+            depth_bits = depths.detach().reshape(-1)[full.flat_ids].float().view(torch.int32).long()
+            depth_bits &= 0xFFFFFFFF
+            isect_ids |= depth_bits
+            del depth_bits
+            isect_offsets = full.tile_start.to(torch.int32).reshape(batch + (c, full.tiles_h, full.tiles_w))
+        return {"isect_ids": isect_ids, "flatten_ids": full.flat_ids.to(torch.int32), "isect_offsets": isect_offsets}
+
     tiles_per_gauss = plan.tiles_per_gauss if packed else plan.tiles_per_gauss.reshape(batch + (c, n))
-    return {
+    eager = {
         "batch_ids": batch_ids,
         "camera_ids": camera_ids,
         "gaussian_ids": gaussian_ids,
@@ -510,9 +587,6 @@ def _torch_meta(
         "tile_width": plan.tiles_w,
         "tile_height": plan.tiles_h,
         "tiles_per_gauss": tiles_per_gauss,
-        "isect_ids": isect_ids,
-        "flatten_ids": plan.flat_ids.to(torch.int32),
-        "isect_offsets": isect_offsets,
         "width": plan.width,
         "height": plan.height,
         "tile_size": plan.tile_size,
@@ -520,6 +594,7 @@ def _torch_meta(
         "n_cameras": c,
         "backend": "torch",
     }
+    return _LazyMeta(eager, ("isect_ids", "flatten_ids", "isect_offsets"), intersections)
 
 
 # ----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 :func:`build_plan` lists, for a batch of images, every (tile, Gaussian) pair whose bounding box
 touches the tile, sorted by tile and then front to back by depth (gsplat's isect rule and
-order; the tile size is picked by a cost model unless given). :class:`RasterizePixels` is the
+order; the tile size is picked by a cost model unless given), or only the pairs that reach
+``alpha >= 1/255`` somewhere in their tile. :class:`RasterizePixels` is the
 differentiable pixel stage: one custom autograd function that walks the intersection list in
 depth chunks for many tiles at once, composites front to back with ``alpha = min(0.999,
 o * exp(-sigma))``, skips ``alpha < 1/255``, stops before the transmittance would fall to
@@ -31,7 +32,6 @@ __all__ = [
     "SAVED_PAIRS_BUDGET",
     "TilePlan",
     "build_plan",
-    "cull_plan",
     "RasterizePixels",
 ]
 
@@ -123,8 +123,16 @@ def build_plan(
     width: int,
     height: int,
     tile_size: Optional[int],
+    conics: Optional[Tensor] = None,
+    opacities: Optional[Tensor] = None,
 ) -> TilePlan:
     """Builds the depth-sorted (tile, Gaussian) intersection list.
+
+    Without ``conics`` / ``opacities`` the list is gsplat's (every tile a Gaussian's box
+    touches). With them, the pairs whose Gaussian reaches ``alpha >= 1/255`` at no pixel of
+    the tile are dropped before the sort (see :func:`_reaches_tile`): they change neither
+    the image nor a gradient, and the pixel stage then walks only the rest. Either way
+    ``tiles_per_gauss`` counts gsplat's tiles.
 
     Args:
         means2d: Projected centres (flattened). ``[P, 2]``
@@ -135,6 +143,8 @@ def build_plan(
         width: Image width.
         height: Image height.
         tile_size: Tile edge in pixels, or None to choose one.
+        conics: Inverse 2D covariances ``(a, b, c)`` to cull with. ``[P, 3]``
+        opacities: Opacities used for compositing (with ``conics``). ``[P]``
     """
     device = means2d.device
     with torch.no_grad():
@@ -148,31 +158,41 @@ def build_plan(
         n_tiles = n_images * tiles_w * tiles_h
         x0, x1, y0, y1 = _tile_ranges(mx, my, rx, ry, tile_size, tiles_w, tiles_h)
         nx = (x1 - x0).clamp_min(0)
-        ny = (y1 - y0).clamp_min(0)
-        counts = nx * ny
+        counts = nx * (y1 - y0).clamp_min(0)
         tiles_per_gauss = torch.zeros(radii.shape[0], dtype=torch.int32, device=device)
         tiles_per_gauss[vid] = counts.to(torch.int32)
 
         # Visit Gaussians front to back (stable: ties keep index order, as in gsplat), emit
-        # their tiles, then stable-sort the intersections by tile. The per-intersection
-        # arrays are int32 where that is large enough (they dominate the memory here).
+        # their tiles row by row, then stable-sort the intersections by tile. Per-pair
+        # arrays are int32 where that is large enough (they dominate the memory here); the
+        # tile arithmetic runs in floats (exact integers: float32 below 2^24 tiles), whose
+        # division and floor are several times faster on CPU than integer div / mod.
         n_isect = int(counts.sum())
         small = max(n_isect, n_tiles, radii.shape[0]) < 2**31 - 1
         idx = torch.int32 if small else torch.int64
+        fdt = torch.float32 if means2d.dtype != torch.float64 and n_tiles < 2**24 else torch.float64
         order = torch.sort(depths[vid], stable=True).indices
-        vid, x0, y0, nx, counts = vid[order], x0[order], y0[order], nx[order], counts[order]
-        owner = torch.arange(vid.numel(), device=device, dtype=idx)
-        owner = torch.repeat_interleave(owner, counts, output_size=n_isect)
+        vid, counts = vid[order], counts[order]
+        owner = torch.repeat_interleave(torch.arange(vid.numel(), device=device, dtype=idx), counts, output_size=n_isect)
         first = (torch.cumsum(counts, 0) - counts).to(idx)
-        # one gather of every per-Gaussian column (index_select: far faster than [] here)
-        table = torch.stack([first, nx.to(idx), image_ids[vid].to(idx) * (tiles_w * tiles_h), y0.to(idx), x0.to(idx)], -1)
-        first_o, nx_o, tile, y0_o, x0_o = _take(table, owner).unbind(-1)
-        del table
-        local = torch.arange(n_isect, device=device, dtype=idx) - first_o
-        tile = tile + (y0_o + torch.div(local, nx_o, rounding_mode="floor")) * tiles_w
-        tile += x0_o + local % nx_o
-        del local, nx_o, first_o, y0_o, x0_o
+        rows = [x0[order], y0[order], nx[order], image_ids[vid] * (tiles_w * tiles_h)]
+        if conics is not None:
+            rows += _cull_rows(means2d, conics, opacities, vid)
+        per_pair = torch.stack([r.to(fdt) for r in rows], 0).index_select(1, owner)  # [k, M]
+        local = (torch.arange(n_isect, device=device, dtype=idx) - first.index_select(0, owner)).to(fdt)
+        g_x0, g_y0, g_nx, g_base = per_pair[:4]
+        row = (local + 0.5).div_(g_nx).floor_()  # row of the tile in the box
+        tx = local.sub_(row * g_nx).add_(g_x0)
+        ty = row.add_(g_y0)
+        keep = None if conics is None else torch.nonzero(_reaches_tile(per_pair[4:], tx, ty, tile_size)).squeeze(-1)
+        tile = ty.mul_(tiles_w).add_(tx).add_(g_base)
+        del per_pair, local, tx, g_base
+        if keep is not None:
+            tile, owner = tile.index_select(0, keep), owner.index_select(0, keep)
+        # the sort is faster on narrower integers
+        tile = tile.to(torch.int16 if n_tiles < 2**15 else idx)
         tile, perm = torch.sort(tile, stable=True)
+        tile = tile.to(idx)
         flat_ids = _take(vid, _take(owner, perm))
         del owner, perm
         tile_count = torch.bincount(tile, minlength=n_tiles)
@@ -192,74 +212,54 @@ def build_plan(
     )
 
 
-def cull_plan(plan: TilePlan, means2d: Tensor, conics: Tensor, opacities: Tensor) -> TilePlan:
-    """Drops the intersections whose Gaussian reaches ``alpha >= 1/255`` at no pixel of the tile.
+def _cull_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, vid: Tensor) -> List[Tensor]:
+    """Per-Gaussian inputs of :func:`_reaches_tile` for the Gaussians ``vid``: mean, conic,
+    the edge minimisers' slopes and the largest ``sigma`` with ``o exp(-sigma) >= 1/255``
+    (a relative margin of 1e-3 on alpha covers the rounding of the pixel stage's
+    tile-centre expansion, many orders smaller)."""
+    m = means2d.detach()[vid]
+    con = conics.detach().reshape(-1, 3)[vid]
+    a, b, c = con.unbind(-1)
+    op = opacities.detach().reshape(-1)[vid].clamp_min(_TINY[means2d.dtype])
+    s_max = torch.log(op / (ALPHA_THRESHOLD * (1.0 - 1e-3)))
+    return [m[:, 0], m[:, 1], a, b, c, b / c, b / a, s_max]
+
+
+def _reaches_tile(g: Tensor, tx: Tensor, ty: Tensor, tile_size: int) -> Tensor:
+    """Whether a (tile, Gaussian) pair reaches ``alpha >= 1/255`` at some pixel of the tile.
 
     gsplat's isect rule pairs a Gaussian with every tile its axis-aligned box touches; for
     most of those pairs (box corners, rotated ellipses, the tile-granular rim) every pixel of
-    the tile skips the Gaussian. Such a pair changes neither the image nor a gradient, so the
-    pixel stage can leave it out: per pair, the smallest ``sigma`` over the rectangle spanned
+    the tile skips the Gaussian. Per pair, the smallest ``sigma`` over the rectangle spanned
     by the tile's pixel centres is found in closed form (0 when the mean lies inside it, else
     the minimum of the convex quadratic over the four edges), and the pair is kept when
-    ``o * exp(-sigma_min)`` is not below 1/255 (with a margin for rounding, so a kept
-    superset, never a lost contributor). The returned plan keeps the depth order; the meta of
-    :func:`zoo.core.render.rasterize` still describes the full gsplat intersection list.
+    ``o * exp(-sigma_min)`` is not below 1/255 (with the margin of :func:`_cull_rows`, so a
+    kept superset, never a lost contributor).
 
     Args:
-        plan: The plan of :func:`build_plan`.
-        means2d: Projected centres (flattened, the plan's indexing). ``[P, 2]``
-        conics: Inverse 2D covariances ``(a, b, c)``. ``[P, 3]``
-        opacities: Opacities used for compositing. ``[P]``
+        g: The rows of :func:`_cull_rows` per pair. ``[8, M]``
+        tx: Tile column of each pair (float). ``[M]``
+        ty: Tile row of each pair (float). ``[M]``
+        tile_size: Tile edge in pixels.
     """
-    if plan.flat_ids.numel() == 0:
-        return plan
-    with torch.no_grad():
-        gid = plan.flat_ids
-        dtype = means2d.dtype
-        con = conics.detach().reshape(-1, 3)
-        a, b, c = con[:, 0], con[:, 1], con[:, 2]
-        # per Gaussian: mean, conic, the edge minimisers' slopes, and the largest sigma with
-        # o exp(-sigma) >= 1/255 (a relative margin of 1e-3 on alpha covers the rounding of
-        # the pixel stage's tile-centre expansion, many orders smaller)
-        op = opacities.detach().reshape(-1).clamp_min(_TINY[dtype])
-        s_max = torch.log(op / (ALPHA_THRESHOLD * (1.0 - 1e-3)))
-        per = torch.stack([means2d.detach()[:, 0], means2d.detach()[:, 1], a, b, c, b / c, b / a, s_max], -1)
-        mx, my, a, b, c, r_c, r_a, s_max = _take(per, gid).unbind(-1)
-        per_image = plan.tiles_h * plan.tiles_w
-        local = plan.tile_ids % per_image
-        ts = plan.tile_size
-        # offsets d = mean - pixel centre over the tile: d_x in [dx_lo, dx_hi]
-        dx_hi = mx - (((local % plan.tiles_w) * ts).to(dtype) + 0.5)
-        dx_lo = dx_hi - (ts - 1)
-        dy_hi = my - ((torch.div(local, plan.tiles_w, rounding_mode="floor") * ts).to(dtype) + 0.5)
-        dy_lo = dy_hi - (ts - 1)
-        # The minimum of the convex sigma over the box lies on an edge that faces the mean
-        # (or is 0 when the mean is inside): the x-edge at the offset nearest 0, likewise y.
-        # An edge that does not face the mean is evaluated at offset 0, a point of the box,
-        # so the min of the two stays exact.
-        ex = dx_lo.clamp_min(0.0) + dx_hi.clamp_max(0.0)
-        ey = dy_lo.clamp_min(0.0) + dy_hi.clamp_max(0.0)
-        ty = torch.clamp(-r_c * ex, dy_lo, dy_hi)  # best d_y on the x-edge
-        tx = torch.clamp(-r_a * ey, dx_lo, dx_hi)  # best d_x on the y-edge
-        sig_x = ex * (0.5 * a * ex + b * ty) + 0.5 * c * ty * ty
-        sig_y = ey * (0.5 * c * ey + b * tx) + 0.5 * a * tx * tx
-        keep = torch.minimum(sig_x, sig_y) <= s_max
-        tile = plan.tile_ids[keep]
-        tile_count = torch.bincount(tile, minlength=plan.tile_count.numel())
-        tile_start = torch.cumsum(tile_count, 0) - tile_count
-    return TilePlan(
-        flat_ids=gid[keep],
-        tile_ids=tile,
-        tile_start=tile_start,
-        tile_count=tile_count,
-        tiles_per_gauss=plan.tiles_per_gauss,
-        n_images=plan.n_images,
-        tiles_h=plan.tiles_h,
-        tiles_w=plan.tiles_w,
-        tile_size=plan.tile_size,
-        width=plan.width,
-        height=plan.height,
-    )
+    mx, my, a, b, c, r_c, r_a, s_max = g
+    ts = float(tile_size)
+    # offsets d = mean - pixel centre over the tile: d_x in [dx_lo, dx_hi]
+    dx_hi = mx - (tx * ts + 0.5)
+    dx_lo = dx_hi - (ts - 1)
+    dy_hi = my - (ty * ts + 0.5)
+    dy_lo = dy_hi - (ts - 1)
+    # The minimum of the convex sigma over the box lies on an edge that faces the mean
+    # (or is 0 when the mean is inside): the x-edge at the offset nearest 0, likewise y.
+    # An edge that does not face the mean is evaluated at offset 0, a point of the box,
+    # so the min of the two stays exact.
+    ex = dx_lo.clamp_min(0.0) + dx_hi.clamp_max(0.0)
+    ey = dy_lo.clamp_min(0.0) + dy_hi.clamp_max(0.0)
+    t_y = torch.clamp(-r_c * ex, dy_lo, dy_hi)  # best d_y on the x-edge
+    t_x = torch.clamp(-r_a * ey, dx_lo, dx_hi)  # best d_x on the y-edge
+    sig_x = ex * (0.5 * a * ex + b * t_y) + 0.5 * c * t_y * t_y
+    sig_y = ey * (0.5 * c * ey + b * t_x) + 0.5 * a * t_x * t_x
+    return torch.minimum(sig_x, sig_y) <= s_max
 
 
 # ----------------------------------------------------------------------------------------
