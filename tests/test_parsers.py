@@ -261,6 +261,20 @@ def test_rest_joints_and_missing_model(body_models_root: Path, tmp_path: Path, m
         body_files.rest_joints(None, betas)
 
 
+def test_data_layer_and_body_core_pick_the_same_model_file(tmp_path):
+    """A folder holding a model as both .pkl and .npz: the parsers' rest joints and the
+    BodyModel read the same one (the core's preference: .pkl for SMPL, .npz for SMPL-X)."""
+    from zoo.core.model_files import find_model_file
+
+    for model_type, stem in (("smpl", "SMPL_NEUTRAL"), ("smplx", "SMPLX_NEUTRAL")):
+        (tmp_path / model_type).mkdir()
+        for ext in (".pkl", ".npz"):
+            (tmp_path / model_type / f"{stem}{ext}").write_bytes(b"")
+        picked = body_files.model_file(tmp_path, model_type)
+        assert picked == find_model_file(model_type, tmp_path)
+        assert picked.suffix == (".pkl" if model_type == "smpl" else ".npz")
+
+
 def test_rotation_helpers_roundtrip():
     rng = np.random.default_rng(1)
     axes = rng.normal(0, 1.0, (20, 3))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.core.model_files import ModelUnpickler, unchumpy
+from zoo.core.model_files import ENV_VAR, ModelUnpickler, find_model_file, unchumpy
 
 __all__ = [
     "ENV_VAR",
@@ -38,13 +38,9 @@ __all__ = [
     "orthonormalize",
 ]
 
-#: Environment variable naming the folder that holds ``smpl/`` and ``smplx/``.
-ENV_VAR = "ZOO_BODY_MODELS"
-
 #: Name of the pointer file (or folder) in a data folder naming the body models it was made with.
 POINTER = "body_models"
 
-_PREFIX = {"smpl": "SMPL", "smplx": "SMPLX"}
 _cache: dict[tuple[str, float], dict[str, np.ndarray]] = {}
 
 
@@ -53,7 +49,9 @@ def model_file(
     model_type: str = "smpl",
     gender: str = "neutral",
 ) -> Path:
-    """Find the SMPL / SMPL-X model file to load.
+    """Find the SMPL / SMPL-X model file to load: the same file the body core's
+    :class:`~zoo.core.body.BodyModel` loads (:func:`zoo.core.model_files.find_model_file`), so a
+    parser's rest joints and the rendered body always come from one file.
 
     Args:
         model_path_or_dir: a model file, a folder holding ``smpl/`` and ``smplx/``, or a folder
@@ -68,33 +66,7 @@ def model_file(
         FileNotFoundError: naming the files looked for and ``ZOO_BODY_MODELS``.
         ValueError: for an unknown model type or gender.
     """
-    if model_type not in _PREFIX:
-        raise ValueError(f"model_type must be 'smpl' or 'smplx', got {model_type!r}")
-    if gender not in ("neutral", "male", "female"):
-        raise ValueError(f"gender must be 'neutral', 'male' or 'female', got {gender!r}")
-    if model_path_or_dir is None:
-        env = os.environ.get(ENV_VAR)
-        if not env:
-            raise FileNotFoundError(
-                f"no {model_type.upper()} body model given: pass body_models=<folder> or set {ENV_VAR} to a "
-                f"folder holding {model_type}/{_PREFIX[model_type]}_{gender.upper()}.pkl|npz "
-                "(download from https://smpl.is.tue.mpg.de / https://smpl-x.is.tue.mpg.de)"
-            )
-        model_path_or_dir = env
-    root = Path(model_path_or_dir)
-    if root.is_file():
-        return root
-    stem = f"{_PREFIX[model_type]}_{gender.upper()}"
-    candidates = [root / model_type / f"{stem}{ext}" for ext in (".pkl", ".npz")]
-    candidates += [root / f"{stem}{ext}" for ext in (".pkl", ".npz")]
-    for cand in candidates:
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(
-        f"body model file not found: looked for {', '.join(str(c) for c in candidates[:2])} "
-        f"(body_models= option or {ENV_VAR}={os.environ.get(ENV_VAR, '<unset>')}); "
-        f"expected <root>/{model_type}/{stem}.pkl|npz"
-    )
+    return find_model_file(model_type, model_path_or_dir, gender)
 
 
 def write_pointer(folder: str | os.PathLike, body_models: str | os.PathLike) -> Path:
